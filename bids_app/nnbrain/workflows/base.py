@@ -1,0 +1,145 @@
+"""The top-level participant workflow: the only module that reads the settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from nipype.interfaces import utility as niu
+from nipype.pipeline import engine as pe
+
+from nnbrain import __version__
+from nnbrain.config import Settings
+from nnbrain.spec import ModelSpec
+from nnbrain.utils.bids import SPACE, AtlasFiles, RunData, bids_uri
+from nnbrain.workflows.activations import init_activations_wf
+from nnbrain.workflows.outputs import ds_model, ds_subject
+from nnbrain.workflows.preprocess import init_preprocess_wf
+from nnbrain.workflows.roi import init_roi_wf
+from nnbrain.workflows.similarity import init_similarity_wf
+
+RDM_METHOD = "correlation"
+COMPARATOR = "spearman"
+HIGH_PASS_HZ = 1.0 / 128
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What the participant level will process, resolved from the dataset before any writing."""
+
+    subjects: dict[str, list[RunData]]
+    task: str
+    stimuli: list[str]
+    atlas: AtlasFiles
+    models: tuple[ModelSpec, ...]
+    dataset_links: dict[str, Path]
+
+
+def method_parameters(settings: Settings) -> dict:
+    """Everything the sidecars must state about how the numbers were made."""
+    import nilearn
+    import numpy
+    import scipy
+    import torch
+
+    permutation = {"NumberOfPermutations": settings.n_permutations, "Seed": settings.random_seed,
+                   "Permuted": "stimulus labels (rows and columns of the RDM together for RSA; "
+                               "rows of the ROI patterns for CKA)",
+                   "Tail": "upper (one-sided)",
+                   "FamilyWiseCorrection": "max-statistic across layers of a model x weights"}
+    return {
+        "glm": {"Model": "least-squares-all (one regressor per trial)", "HRF": "glover",
+                "DriftModel": "cosine", "HighPassHz": HIGH_PASS_HZ, "NoiseModel": "ols",
+                "Denoising": "24 motion parameters + non_steady_state_outlier columns "
+                             "regressed out, linear detrend, high-pass (nilearn clean_img)",
+                "Aggregation": "mean beta over repetitions of each stimulus"},
+        "rdm_method": RDM_METHOD,
+        "rsa": {"Method": "representational similarity analysis",
+                "Parameters": {"RDM": RDM_METHOD, "Comparator": COMPARATOR},
+                "Statistic": f"{COMPARATOR} correlation between the ROI RDM and the layer RDM"},
+        "cka": {"Method": "centered kernel alignment (Kornblith et al. 2019)",
+                "Parameters": {"Kernel": "linear", "Estimator": "unbiased HSIC (Song et al. 2007)"},
+                "Statistic": "unbiased linear CKA between ROI patterns and layer activations"},
+        "permutation": permutation,
+        "software": {"nnbrain": __version__, "numpy": numpy.__version__,
+                     "scipy": scipy.__version__, "nilearn": nilearn.__version__,
+                     "torch": torch.__version__},
+    }
+
+
+def init_single_subject_wf(*, subject: str, runs: list[RunData], plan: Plan, settings: Settings,
+                           staging_dir: Path, name: str) -> pe.Workflow:
+    """Preprocess, extract ROI patterns and compare with the network layers for one participant.
+
+    Inputs
+    ------
+    activations, activation_metas : list of str
+        From :func:`init_activations_wf`.
+    """
+    workflow = pe.Workflow(name=name)
+    inputnode = pe.Node(niu.IdentityInterface(fields=["activations", "activation_metas"]),
+                        name="inputnode")
+    runs_node = pe.Node(niu.IdentityInterface(fields=["bold", "mask", "confounds", "events",
+                                                      "t_r"]), name="runs")
+    runs_node.inputs.bold = [str(r.bold) for r in runs]
+    runs_node.inputs.mask = [str(r.mask) for r in runs]
+    runs_node.inputs.confounds = [str(r.confounds) for r in runs]
+    runs_node.inputs.events = [str(r.events) for r in runs]
+    runs_node.inputs.t_r = [r.tr for r in runs]
+    preprocess_wf = init_preprocess_wf(high_pass=HIGH_PASS_HZ)
+    roi_wf = init_roi_wf(stimuli=plan.stimuli)
+    roi_wf.inputs.inputnode.atlas = str(plan.atlas.image)
+    roi_wf.inputs.inputnode.atlas_labels = str(plan.atlas.labels)
+    similarity_wf = init_similarity_wf(n_permutations=settings.n_permutations,
+                                       seed=settings.random_seed, rdm_method=RDM_METHOD,
+                                       comparator=COMPARATOR)
+    sources = [bids_uri(p, plan.dataset_links) for r in runs
+               for p in (r.bold, r.mask, r.confounds, r.events)]
+    sources += [bids_uri(plan.atlas.image, plan.dataset_links)]
+    ds_sub = ds_subject(staging_dir=staging_dir, subject=subject, task=plan.task, space=SPACE,
+                        atlas=plan.atlas.label, stimuli=plan.stimuli, sources=sources,
+                        parameters=method_parameters(settings))
+    workflow.connect([
+        (runs_node, preprocess_wf, [("bold", "inputnode.bold"), ("mask", "inputnode.mask"),
+                                    ("confounds", "inputnode.confounds"),
+                                    ("events", "inputnode.events"), ("t_r", "inputnode.t_r")]),
+        (preprocess_wf, roi_wf, [("outputnode.betas", "inputnode.betas"),
+                                 ("outputnode.trials", "inputnode.trials")]),
+        (roi_wf, similarity_wf, [("outputnode.patterns", "inputnode.patterns")]),
+        (inputnode, similarity_wf, [("activations", "inputnode.activations"),
+                                    ("activation_metas", "inputnode.activation_metas")]),
+        (roi_wf, ds_sub, [("outputnode.patterns", "patterns"), ("outputnode.rois", "rois")]),
+        (similarity_wf, ds_sub, [("outputnode.rsa", "rsa"), ("outputnode.cka", "cka"),
+                                 ("outputnode.brain_rdms", "brain_rdms")]),
+        (inputnode, ds_sub, [("activation_metas", "activation_metas")]),
+    ])
+    return workflow
+
+
+def init_nnbrain_wf(settings: Settings, plan: Plan, staging_dir: Path) -> pe.Workflow:
+    """The participant-level workflow: shared activations, then one sub-workflow per participant.
+
+    Parameters
+    ----------
+    settings : Settings
+    plan : Plan
+        Resolved inputs (see :class:`Plan`).
+    staging_dir : Path
+        Where the sinks write; moved into the output dataset after success.
+    """
+    workflow = pe.Workflow(name="nnbrain_wf")
+    workflow.base_dir = str(settings.work_dir)
+    stimuli = [str(settings.bids_dir / "stimuli" / s) for s in plan.stimuli]
+    activations_wf = init_activations_wf(models=plan.models, stimuli=stimuli,
+                                         omp_nthreads=settings.omp_nthreads)
+    ds_models = ds_model(staging_dir=staging_dir, rdm_method=RDM_METHOD)
+    workflow.connect([(activations_wf, ds_models, [("outputnode.activations", "activations"),
+                                                   ("outputnode.metas", "meta")])])
+    for subject, runs in plan.subjects.items():
+        subject_wf = init_single_subject_wf(subject=subject, runs=runs, plan=plan,
+                                            settings=settings, staging_dir=staging_dir,
+                                            name=f"single_subject_{subject}_wf")
+        workflow.connect([(activations_wf, subject_wf, [
+            ("outputnode.activations", "inputnode.activations"),
+            ("outputnode.metas", "inputnode.activation_metas")])])
+    return workflow

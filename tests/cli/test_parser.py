@@ -1,0 +1,91 @@
+"""The command line: parsing, subcommand dispatch, and refusal of bad arguments (exit 64)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from nnbrain import __version__
+from nnbrain.cli.parser import build_bids_app_parser
+from nnbrain.cli.run import main, settings_from_args
+from nnbrain.errors import UsageError
+
+
+def test_bids_app_form_parses_every_option(tmp_path: Path) -> None:
+    args = build_bids_app_parser().parse_args([
+        "in", "out", "participant", "--participant-label", "sub-01", "02",
+        "--model-spec", "spec.yaml", "--derivatives", "a", "b", "--atlas", "atl",
+        "-w", "wd", "--nprocs", "3", "--omp-nthreads", "2", "--mem-gb", "8.5",
+        "--random-seed", "7", "--n-permutations", "99", "--skip-bids-validation", "--overwrite",
+        "--stop-on-first-crash", "-vv", "-q"])
+    assert args.participant_label == ["01", "02"]
+    assert args.derivatives == [Path("a"), Path("b")]
+    assert (args.nprocs, args.omp_nthreads, args.mem_gb) == (3, 2, 8.5)
+    assert (args.random_seed, args.n_permutations) == (7, 99)
+    assert args.skip_bids_validation and args.overwrite and args.stop_on_first_crash
+    assert (args.verbose, args.quiet) == (2, 1)
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["in", "out"], "the following arguments are required: analysis_level"),
+    (["in", "out", "session"], "invalid choice: 'session'"),
+    (["in", "out", "participant", "--nprocs", "0"], "must be a positive integer"),
+    (["in", "out", "participant", "--mem-gb", "-1"], "must be a positive number"),
+    (["in", "out", "participant", "--participant-label", "sub-0_1"], "is not a participant label"),
+    (["in", "out", "participant", "--no-such-option"], "unrecognized arguments: --no-such-option"),
+    (["list-layers"], "the following arguments are required: spec"),
+])
+def test_bad_arguments_exit_64_with_message(argv, fragment, capsys) -> None:
+    assert main(argv) == 64
+    err = capsys.readouterr().err
+    assert fragment in err
+    assert "usage: nnbrain" in err
+
+
+def test_usage_error_is_raised_not_exit_2() -> None:
+    with pytest.raises(UsageError):
+        build_bids_app_parser().parse_args(["only-one"])
+
+
+def test_version_and_help(capsys) -> None:
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"nnbrain {__version__}"
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert "{participant,group}" in out and "list-layers" in out
+
+
+def test_list_layers_subcommand_prints_shapes(capsys) -> None:
+    spec = Path(__file__).resolve().parents[2] / "datalad_dataset" / "code" / "model_spec.yaml"
+    assert main(["list-layers", str(spec)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "digitcnn (digitcnn), input (1, 8, 8):"
+    rows = {line.split()[-2]: line.split()[-1] for line in out[1:-1]}
+    assert rows["conv1"] == "8x8x8" and rows["pool"] == "16x4x4" and rows["fc2"] == "10"
+    assert "* conv1" in "\n".join(out) and "  flatten" in "\n".join(out)
+
+
+def test_directory_named_like_a_subcommand_is_the_bids_app_form(demo_copy: Path,
+                                                                monkeypatch, capsys) -> None:
+    target = demo_copy.parent / "list-layers"
+    demo_copy.rename(target)
+    monkeypatch.chdir(demo_copy.parent)
+    # group level on an empty output: the BIDS-App path answers (66), not the subparser (64)
+    assert main(["./list-layers", "out", "group", "-w", "work"]) == 66
+    assert "run the participant level first" in capsys.readouterr().err
+
+
+def test_settings_are_immutable_and_roundtrip_through_toml(demo_copy: Path) -> None:
+    args = build_bids_app_parser().parse_args([
+        str(demo_copy), str(demo_copy / "derivatives" / "nnbrain"), "participant",
+        "--model-spec", str(demo_copy / "code" / "model_spec.yaml"),
+        "--participant-label", "01", "-w", str(demo_copy.parent / "work")])
+    settings = settings_from_args(args)
+    with pytest.raises(AttributeError):
+        settings.nprocs = 4  # type: ignore[misc]
+    from nnbrain.config import Settings
+
+    assert Settings.from_toml(settings.to_toml()) == settings
+    assert settings.derivatives == (demo_copy / "derivatives" / "fmriprep",)
+    assert settings.atlas == demo_copy / "derivatives" / "atlas"

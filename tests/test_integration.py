@@ -1,0 +1,200 @@
+"""Whole-app runs on the demo dataset: planted truth, validator, pybids, DataLad, concurrency.
+
+One module-scoped run: sub-01 and sub-02 as two concurrent participant jobs writing into the
+same output dataset, then sub-03, then the group level.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from conftest import DEMO
+
+pytestmark = pytest.mark.integration
+NNBRAIN = str(Path(sys.executable).parent / "nnbrain")
+
+
+def _participant(ds: Path, out: Path, work: Path, *labels: str) -> list[str]:
+    return [NNBRAIN, str(ds), str(out), "participant", "--model-spec",
+            str(ds / "code" / "model_spec.yaml"), "--participant-label", *labels,
+            "-w", str(work), "--nprocs", "1", "-q"]
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory) -> dict:
+    root = tmp_path_factory.mktemp("integration")
+    ds = root / "ds"
+    shutil.copytree(DEMO, ds)
+    out = ds / "derivatives" / "nnbrain"
+    jobs = [subprocess.Popen(_participant(ds, out, root / f"work{s}", s), stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True) for s in ("01", "02")]
+    logs = [job.communicate(timeout=600)[0] for job in jobs]
+    codes = [job.returncode for job in jobs]
+    third = subprocess.run(_participant(ds, out, root / "work03", "03"), capture_output=True,
+                           text=True, timeout=600)
+    group = subprocess.run([NNBRAIN, str(ds), str(out), "group", "-w", str(root / "workg"), "-q"],
+                           capture_output=True, text=True, timeout=600)
+    return {"ds": ds, "out": out, "root": root, "codes": codes + [third.returncode,
+                                                                   group.returncode],
+            "logs": logs + [third.stderr, group.stderr]}
+
+
+def test_all_levels_succeed(demo_run) -> None:
+    assert demo_run["codes"] == [0, 0, 0, 0], "\n".join(demo_run["logs"])
+
+
+def _table(out: Path, subject: str, measure: str) -> pd.DataFrame:
+    path = (out / f"sub-{subject}" / "func" / f"sub-{subject}_task-digits_space-"
+            f"MNI152NLin2009cAsym_atlas-nnbrainDemo_desc-{measure}_similarity.tsv")
+    return pd.read_csv(path, sep="\t")
+
+
+@pytest.mark.parametrize("measure", ["rsa", "cka"])
+@pytest.mark.parametrize("subject", ["01", "02", "03"])
+def test_planted_truth_is_recovered(demo_run, subject: str, measure: str) -> None:
+    truth = json.loads((DEMO / "code" / "ground_truth.json").read_text())
+    table = _table(demo_run["out"], subject, measure)
+    trained = table[(table["model"] == "digitcnn") & (table["weights"] == "trained")]
+    assert len(trained) == 3 * 5
+    for roi, layer in truth["plant"].items():
+        rows = trained[trained["roi"] == roi].set_index("layer")
+        if layer is None:
+            assert (rows["p_fwe"] >= 0.05).all(), rows
+            continue
+        assert rows["statistic"].idxmax() == layer, rows
+        assert rows.loc[layer, "p_value"] < 0.05 and rows.loc[layer, "p_fwe"] < 0.05
+        assert rows.loc[layer, "n_voxels"] == truth["subjects"][f"sub-{subject}"]["n_voxels"][roi]
+
+
+def test_validator_passes_on_output_root(demo_run) -> None:
+    validator = Path(sys.executable).parent / "bids-validator-deno"
+    proc = subprocess.run([str(validator), "--format", "json", str(demo_run["out"])],
+                          capture_output=True, text=True)
+    report = json.loads(proc.stdout)
+    errors = [i for i in report["issues"]["issues"] if i["severity"] == "error"]
+    assert proc.returncode == 0 and not errors, errors
+
+
+def _expected_files() -> set[str]:
+    space = "space-MNI152NLin2009cAsym_atlas-nnbrainDemo"
+    files = {"dataset_description.json", ".bidsignore", "README.md", "descriptions.tsv",
+             "descriptions.json", ".gitattributes", "code/model_spec.yaml", "code/nnbrain.toml",
+             "code/nnbrain_bids_config.json"}
+    for sub in ("01", "02", "03"):
+        stem = f"sub-{sub}/func/sub-{sub}_task-digits_{space}"
+        for roi in ("roiA", "roiB", "roiC"):
+            for name in (f"label-{roi}_desc-betas_patterns", f"label-{roi}_desc-correlation_relmat"):
+                files |= {f"{stem}_{name}.tsv", f"{stem}_{name}.json"}
+        for measure in ("rsa", "cka"):
+            files |= {f"{stem}_desc-{measure}_similarity.tsv", f"{stem}_desc-{measure}_similarity.json"}
+    for weights in ("trained", "random"):
+        for layer in ("conv1", "conv2", "conv3", "fc1", "fc2"):
+            stem = f"models/model-digitcnn/model-digitcnn_weights-{weights}_layer-{layer}"
+            files |= {f"{stem}_activations.npy", f"{stem}_activations.json",
+                      f"{stem}_desc-correlation_relmat.tsv", f"{stem}_desc-correlation_relmat.json"}
+    for desc in ("rsa", "rsaMean", "cka", "ckaMean"):
+        files |= {f"task-digits_{space}_desc-{desc}_similarity.tsv",
+                  f"task-digits_{space}_desc-{desc}_similarity.json"}
+    files |= {f"figures/task-digits_{space}_desc-{m}_similarity.png" for m in ("rsa", "cka")}
+    return files
+
+
+def _tree(out: Path) -> set[str]:
+    found = set()
+    for path in out.rglob("*"):
+        rel = path.relative_to(out).as_posix()
+        if rel.startswith((".git/", ".datalad/", "logs/")) or rel in (".git", ".datalad"):
+            continue
+        if path.is_file() or path.is_symlink():
+            found.add(rel)
+    return found
+
+
+def test_output_tree_matches_golden_list(demo_run) -> None:
+    expected, found = _expected_files(), _tree(demo_run["out"])
+    missing, extra = sorted(expected - found), sorted(found - expected)
+    assert not missing and not extra, (f"expected but not found: {missing}\n"
+                                       f"found but not expected: {extra}")
+    logs = sorted((demo_run["out"] / "logs").iterdir())
+    assert len(logs) == 4
+    assert all((d / "nnbrain.log").is_file() and (d / "nnbrain.toml").is_file() for d in logs)
+
+
+def test_pybids_indexes_every_output(demo_run) -> None:
+    from nnbrain.utils.bids import output_layout
+
+    layout = output_layout(demo_run["out"])
+    indexed = {Path(f).relative_to(demo_run["out"]).as_posix() for f in layout.get(return_type="file")}
+    data = {f for f in _expected_files() if f.startswith(("sub-", "models/", "task-"))}
+    assert data <= indexed, sorted(data - indexed)
+    acts = layout.get(suffix="activations", weights="trained", layer="fc1", extension=".npy")
+    assert [Path(a.path).name for a in acts] == [
+        "model-digitcnn_weights-trained_layer-fc1_activations.npy"]
+    assert len(layout.get(suffix="similarity", desc="rsa", subject=["01", "02", "03"],
+                          extension=".tsv")) == 3
+
+
+def test_sidecars_state_method_parameters_and_sources(demo_run) -> None:
+    sidecar = json.loads((demo_run["out"] / "sub-02" / "func" / (
+        "sub-02_task-digits_space-MNI152NLin2009cAsym_atlas-nnbrainDemo_desc-rsa_similarity.json"
+    )).read_text())
+    assert sidecar["PermutationTest"]["NumberOfPermutations"] == 1000
+    assert sidecar["PermutationTest"]["Seed"] == 0
+    assert sidecar["Parameters"] == {"Comparator": "spearman", "RDM": "correlation"}
+    assert sidecar["NumberOfStimuli"] == 30
+    assert "bids:fmriprep:sub-02/func/sub-02_task-digits_run-01_space-MNI152NLin2009cAsym_res-2" \
+           "_desc-preproc_bold.nii.gz" in sidecar["Sources"]
+    truth = json.loads((DEMO / "code" / "ground_truth.json").read_text())
+    trained = [m for m in sidecar["Models"] if m["weights"] == "trained"][0]
+    assert trained["WeightsSHA256"] == truth["weights_sha256"]
+    random = [m for m in sidecar["Models"] if m["weights"] == "random"][0]
+    assert random["Seed"] == 1 and random["WeightsSHA256"] is None
+    description = json.loads((demo_run["out"] / "dataset_description.json").read_text())
+    assert description["DatasetType"] == "derivative"
+    assert description["GeneratedBy"][0]["Name"] == "nnbrain"
+    assert description["DatasetLinks"]["raw"] == "../.."
+
+
+def _git(out: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(out), *args], capture_output=True, text=True,
+                          check=True).stdout
+
+
+def test_datalad_saves_one_commit_per_level_and_is_clean(demo_run) -> None:
+    out = demo_run["out"]
+    assert (out / ".datalad" / "config").is_file()
+    subjects = sorted(s for s in _git(out, "log", "--format=%s").splitlines()
+                      if s.startswith("nnbrain"))
+    assert subjects == ["nnbrain group level: 3 participants (sub-01, sub-02, sub-03)",
+                        "nnbrain participant level: sub-01", "nnbrain participant level: sub-02",
+                        "nnbrain participant level: sub-03"]
+    status = _git(out, "status", "--porcelain")
+    assert status == "", status
+    subprocess.run(["git", "-C", str(out), "fsck", "--no-progress"], check=True,
+                   capture_output=True)
+    annexed = _git(out, "annex", "find", "--include=*").split()
+    assert any(f.endswith("_activations.npy") for f in annexed)
+    assert not any(f.endswith(".tsv") for f in annexed)
+
+
+def test_rerun_refuses_to_overwrite_without_flag(demo_run) -> None:
+    ds, out, root = demo_run["ds"], demo_run["out"], demo_run["root"]
+    head = _git(out, "rev-parse", "HEAD")
+    proc = subprocess.run(_participant(ds, out, root / "work01", "01"), capture_output=True,
+                          text=True)
+    assert proc.returncode == 73
+    assert "outputs exist (sub-01); pass --overwrite" in proc.stderr
+    group = [NNBRAIN, str(ds), str(out), "group", "-w", str(root / "workg"), "-q"]
+    proc = subprocess.run(group, capture_output=True, text=True)
+    assert proc.returncode == 73 and "pass --overwrite" in proc.stderr
+    assert _git(out, "rev-parse", "HEAD") == head
+    proc = subprocess.run(group + ["--overwrite"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert _git(out, "status", "--porcelain") == ""
