@@ -10,6 +10,12 @@ from __future__ import annotations
 import numpy as np
 
 
+def check_not_constant(x: np.ndarray, name: str = "representation") -> None:
+    """Raise ``ValueError`` if every feature of ``x`` (n_samples, n_features) is constant."""
+    if np.all(np.ptp(x, axis=0) == 0):
+        raise ValueError(f"the {name} is constant over samples; CKA is undefined")
+
+
 def gram_linear(x: np.ndarray) -> np.ndarray:
     """Linear Gram matrix.
 
@@ -91,6 +97,8 @@ def cka(x: np.ndarray, y: np.ndarray, kernel: str = "linear", unbiased: bool = F
     y = np.asarray(y, dtype=np.float64)
     if x.shape[0] != y.shape[0]:
         raise ValueError(f"x and y differ in samples: {x.shape[0]} vs {y.shape[0]}")
+    check_not_constant(x, "representation x")
+    check_not_constant(y, "representation y")
     return cka_from_centered(
         center_gram(gram_linear(x), unbiased), center_gram(gram_linear(y), unbiased)
     )

@@ -9,11 +9,10 @@ from scipy.stats import rankdata
 
 
 def _zscore_rows(x: np.ndarray) -> np.ndarray:
-    centered = x - x.mean(axis=-1, keepdims=True)
-    norms = np.linalg.norm(centered, axis=-1, keepdims=True)
-    if np.any(norms == 0):
+    if np.any(np.ptp(x, axis=-1) == 0):
         raise ValueError("an RDM is constant; correlation with it is undefined")
-    return centered / norms
+    centered = x - x.mean(axis=-1, keepdims=True)
+    return centered / np.linalg.norm(centered, axis=-1, keepdims=True)
 
 
 def _pearson_prep(x: np.ndarray) -> np.ndarray:

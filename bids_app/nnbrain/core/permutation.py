@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from nnbrain.core.cka import center_gram, gram_linear
+from nnbrain.core.cka import center_gram, check_not_constant, gram_linear
 from nnbrain.core.compare import prepare
 from nnbrain.core.rdm import n_conditions
 
@@ -132,6 +132,9 @@ def cka_permutation_batch(
     -------
     PermutationResult
     """
+    check_not_constant(np.asarray(reference), "reference representation")
+    for i, c in enumerate(candidates):
+        check_not_constant(np.asarray(c), f"candidate representation {i}")
     lc = center_gram(gram_linear(reference), unbiased)
     kcs = np.stack([center_gram(gram_linear(c), unbiased) for c in candidates])
     n = lc.shape[0]

@@ -18,11 +18,10 @@ def _upper(square: np.ndarray) -> np.ndarray:
 
 
 def _correlation(patterns: np.ndarray) -> np.ndarray:
-    centered = patterns - patterns.mean(axis=1, keepdims=True)
-    norms = np.linalg.norm(centered, axis=1, keepdims=True)
-    if np.any(norms == 0):
+    if np.any(np.ptp(patterns, axis=1) == 0):
         raise ValueError("correlation distance is undefined for a constant pattern (zero variance)")
-    unit = centered / norms
+    centered = patterns - patterns.mean(axis=1, keepdims=True)
+    unit = centered / np.linalg.norm(centered, axis=1, keepdims=True)
     return _upper(1.0 - unit @ unit.T)
 
 
@@ -35,6 +34,8 @@ def _cosine(patterns: np.ndarray) -> np.ndarray:
 
 
 def _euclidean(patterns: np.ndarray) -> np.ndarray:
+    # distances are translation invariant; centring first keeps the Gram trick precise
+    patterns = patterns - patterns.mean(axis=0)
     sq = np.einsum("ij,ij->i", patterns, patterns)
     d2 = sq[:, None] + sq[None, :] - 2.0 * patterns @ patterns.T
     return np.sqrt(np.clip(_upper(d2), 0.0, None))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -87,7 +88,10 @@ def single_trial_betas(bold: Path, mask: Path, events_tsv: Path, t_r: float, hig
     glm = FirstLevelModel(t_r=t_r, hrf_model="glover", drift_model="cosine", high_pass=high_pass,
                           mask_img=str(mask), noise_model="ols", signal_scaling=False,
                           minimize_memory=True)
-    glm.fit(str(bold), events=lsa)
+    with warnings.catch_warnings():
+        # nilearn warns that a mask is "requested" although the given mask_img is used
+        warnings.filterwarnings("ignore", message=".*Generation of a mask has been requested")
+        glm.fit(str(bold), events=lsa)
     maps = [glm.compute_contrast(name, output_type="effect_size") for name in lsa["trial_type"]]
     concat_imgs(maps).to_filename(str(out_file))
     return events["stim_file"].astype(str).tolist()
