@@ -253,11 +253,14 @@ def _run_workflow(workflow, settings: Settings, log_dir: Path) -> None:
 
 
 def _commit(settings: Settings, staging: Path, written: list[str], message: str,
-            extra: list[str]) -> None:
-    """Move staged outputs into the dataset and save them, under the dataset lock."""
+            extra: list[str], replace: list[str] = ()) -> None:
+    """Under the dataset lock: remove ``replace`` (with --overwrite), move the staged outputs
+    into the dataset and save them."""
     from nnbrain.utils.datalad import dataset_lock, save
 
     with dataset_lock(settings.output_dir):
+        for rel in replace:
+            shutil.rmtree(settings.output_dir / rel, ignore_errors=True)
         for rel in written:
             target = settings.output_dir / rel
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -293,15 +296,13 @@ def run_participant(settings: Settings) -> int:
     workflow = init_nnbrain_wf(settings, plan, staging)
     _run_workflow(workflow, settings, log_dir)
     written = sorted(str(p.relative_to(staging)) for p in staging.rglob("*") if p.is_file())
-    if settings.overwrite:
-        for subject in plan.subjects:
-            shutil.rmtree(settings.output_dir / f"sub-{subject}", ignore_errors=True)
     subjects = ", ".join(f"sub-{s}" for s in plan.subjects)
     _commit(settings, staging, written,
             f"nnbrain participant level: {subjects}\n\nrun {settings.run_uuid}, nnbrain "
             f"{__version__}", [spec_rel, "code", f"logs/{settings.run_uuid}",
                                "dataset_description.json", ".bidsignore", "README.md",
-                               "descriptions.tsv", "descriptions.json"])
+                               "descriptions.tsv", "descriptions.json"],
+            replace=[f"sub-{s}" for s in plan.subjects] if settings.overwrite else [])
     LOGGER.info("participant level done in %.1f s: %d files for %s in %s",
                 time.monotonic() - start, len(written), subjects, settings.output_dir)
     return EXIT_SUCCESS

@@ -10,6 +10,7 @@ the whole workflow succeeded, so a crash leaves no half-written outputs.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any, Callable
 
@@ -135,9 +136,10 @@ class SubjectDerivativesSink(SimpleInterface):
                              _square_tsv(rdms[roi["name"]], stimuli), meta)
         act_metas = [json.loads(Path(f).read_text()) for f in inp.activation_metas]
         for measure in ("rsa", "cka"):
-            table = pd.read_csv(getattr(inp, measure), sep="\t")
+            source = Path(getattr(inp, measure))
+            table = pd.read_csv(source, sep="\t")
             writer.write("similarity", {**common, "desc": measure},
-                         lambda p, src=getattr(inp, measure): p.write_bytes(Path(src).read_bytes()),
+                         lambda p, src=source: shutil.copyfile(src, p),
                          {
                              "Method": params[measure]["Method"],
                              "Parameters": params[measure]["Parameters"],

@@ -18,6 +18,11 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def _first_line(exc: BaseException) -> str:
+    """First line of an exception message, or its type name when the message is empty."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
 def load_trained(model: Any, path: Path, expected_sha256: str | None = None) -> str:
     """Load a state_dict into ``model`` safely; return the file's SHA-256.
 
@@ -30,8 +35,6 @@ def load_trained(model: Any, path: Path, expected_sha256: str | None = None) -> 
     DataError
         Hash mismatch, unsafe or non-state_dict content, or keys/shapes that do not fit.
     """
-    import pickle
-
     import torch
 
     if not path.is_file():
@@ -45,10 +48,10 @@ def load_trained(model: Any, path: Path, expected_sha256: str | None = None) -> 
         )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:
+    except Exception as exc:  # torch.load raises many types on junk (KeyError, IndexError, ...)
         raise DataError(
             "not a loadable state_dict (refused by torch.load(weights_only=True): "
-            f"{str(exc).splitlines()[0]}); save weights with torch.save(model.state_dict(), f)",
+            f"{_first_line(exc)}); save weights with torch.save(model.state_dict(), f)",
             path,
         ) from exc
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
@@ -57,7 +60,7 @@ def load_trained(model: Any, path: Path, expected_sha256: str | None = None) -> 
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         raise DataError(
-            f"weights do not fit the architecture: {str(exc).splitlines()[0]}", path
+            f"weights do not fit the architecture: {_first_line(exc)}", path
         ) from exc
     return digest
 

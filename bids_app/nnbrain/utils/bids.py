@@ -76,13 +76,25 @@ def build_path(output: str, **entities: str) -> str:
 
 
 def sidecar_path(path: str) -> str:
-    """The JSON sidecar that goes with a data file path."""
-    return re.sub(r"\.(tsv|npy|nii\.gz|png)$", derivatives_spec()["sidecar_extension"], path)
+    """The JSON sidecar that goes with a data file path (BIDS: the extension starts at the
+    first dot of the file name).
+
+    >>> sidecar_path("sub-01/func/sub-01_bold.nii.gz")
+    'sub-01/func/sub-01_bold.json'
+    """
+    head, _, name = path.rpartition("/")
+    if "." not in name:
+        raise SpecViolation(f"{path!r} has no extension; cannot name its sidecar")
+    sidecar = name.split(".", 1)[0] + derivatives_spec()["sidecar_extension"]
+    return f"{head}/{sidecar}" if head else sidecar
 
 
 def check_sidecar(output: str, metadata: dict[str, Any]) -> None:
     """Refuse sidecar metadata that lacks a key the spec requires for ``output``."""
-    required = derivatives_spec()["outputs"][output]["sidecar_required"]
+    outputs = derivatives_spec()["outputs"]
+    if output not in outputs:
+        raise SpecViolation(f"output {output!r} is not described by derivatives_spec")
+    required = outputs[output]["sidecar_required"]
     missing = [key for key in required if key not in metadata]
     if missing:
         raise SpecViolation(f"sidecar of {output!r} lacks required keys {missing}")
@@ -147,6 +159,14 @@ class RunData:
     tr: float
 
 
+def _one(layout: Any, bold: str, what: str, **query: Any) -> Path:
+    """The single file matching ``query``; MissingInputError naming ``bold`` otherwise."""
+    found = layout.get(**query)
+    if len(found) != 1:
+        raise MissingInputError(f"expected one {what} for this run, found {len(found)}", bold)
+    return Path(found[0].path)
+
+
 def collect_runs(bids_dir: Path, derivatives: tuple[Path, ...], subject: str) -> list[RunData]:
     """Query raw events and fMRIPrep outputs (preprocessed BOLD, mask, confounds) for a subject.
 
@@ -169,17 +189,12 @@ def collect_runs(bids_dir: Path, derivatives: tuple[Path, ...], subject: str) ->
     for bold in bolds:
         ents = {k: v for k, v in bold.get_entities().items()
                 if k in ("subject", "session", "task", "run", "acquisition")}
-        def one(what: str, **query: Any) -> Path:
-            found = layout.get(**ents, **query)
-            if len(found) != 1:
-                raise MissingInputError(f"expected one {what} for this run, found {len(found)}",
-                                        bold.path)
-            return Path(found[0].path)
-        mask = one("brain mask", suffix="mask", desc="brain", space=SPACE,
-                   extension=".nii.gz", scope="derivatives")
-        confounds = one("confounds file", suffix="timeseries", desc="confounds",
-                        extension=".tsv", scope="derivatives")
-        events = one("events.tsv", suffix="events", extension=".tsv", scope="raw")
+        mask = _one(layout, bold.path, "brain mask", **ents, suffix="mask", desc="brain",
+                    space=SPACE, extension=".nii.gz", scope="derivatives")
+        confounds = _one(layout, bold.path, "confounds file", **ents, suffix="timeseries",
+                         desc="confounds", extension=".tsv", scope="derivatives")
+        events = _one(layout, bold.path, "events.tsv", **ents, suffix="events",
+                      extension=".tsv", scope="raw")
         tr = bold.get_metadata().get("RepetitionTime")
         if tr is None:
             raise DataError("RepetitionTime missing from the BOLD sidecar", bold.path)
