@@ -224,8 +224,8 @@ def _start_run_logs(settings: Settings, links: dict[str, Path] | None) -> Path:
     return log_dir
 
 
-def _run_workflow(workflow, settings: Settings, log_dir: Path) -> None:
-    """Run a Nipype workflow with MultiProc; on crashes, write a summary and raise (exit 1)."""
+def _configure_nipype(settings: Settings, log_dir: Path) -> None:
+    """Set Nipype's execution options; must precede building workflows (they copy the config)."""
     from nipype import config as nipype_config
     from nipype import logging as nipype_logging
 
@@ -239,6 +239,10 @@ def _run_workflow(workflow, settings: Settings, log_dir: Path) -> None:
     nipype_logging.update_logging(nipype_config)
     nipype_logging.getLogger("nipype.workflow").setLevel(
         logging.WARNING if settings.verbosity <= 0 else logging.INFO)
+
+
+def _run_workflow(workflow, settings: Settings, log_dir: Path) -> None:
+    """Run a Nipype workflow with MultiProc; on crashes, write a summary and raise (exit 1)."""
     try:
         workflow.run(plugin="MultiProc", plugin_args={
             "n_procs": settings.nprocs, "memory_gb": settings.mem_gb,
@@ -293,6 +297,7 @@ def run_participant(settings: Settings) -> int:
     spec_rel = _copy_spec(settings)
     staging = settings.work_dir / settings.run_uuid / "staging"
     staging.mkdir(parents=True, exist_ok=True)
+    _configure_nipype(settings, log_dir)
     workflow = init_nnbrain_wf(settings, plan, staging)
     _run_workflow(workflow, settings, log_dir)
     written = sorted(str(p.relative_to(staging)) for p in staging.rglob("*") if p.is_file())
@@ -346,6 +351,7 @@ def run_group(settings: Settings) -> int:
     log_dir = _start_run_logs(settings, None)
     staging = settings.work_dir / settings.run_uuid / "staging"
     staging.mkdir(parents=True, exist_ok=True)
+    _configure_nipype(settings, log_dir)
     workflow = init_group_wf(tables={m: rows for m, rows in tables.items() if rows},
                              entities=ents, staging_dir=staging, work_dir=settings.work_dir)
     _run_workflow(workflow, settings, log_dir)
