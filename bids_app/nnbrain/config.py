@@ -103,7 +103,7 @@ class Settings:
         return tomli_w.dumps({"nnbrain": self.to_dict()})
 
     @classmethod
-    def from_toml(cls, text: str) -> "Settings":
+    def from_toml(cls, text: str) -> Settings:
         """Inverse of :meth:`to_toml`."""
         data = dict(tomllib.loads(text)["nnbrain"])
         for name in _PATH_FIELDS:

@@ -189,8 +189,7 @@ def confounds_table(params: np.ndarray, bold: np.ndarray, mask: np.ndarray, rois
     columns["global_signal"] = gs
     columns["csf"] = bold[edge].mean(axis=0)
     columns["white_matter"] = bold[edge][::2].mean(axis=0)
-    for name, values in [("global_signal", gs)]:
-        columns[f"{name}_derivative1"] = np.r_[np.nan, np.diff(values)]
+    columns["global_signal_derivative1"] = np.r_[np.nan, np.diff(gs)]
     for i, name in enumerate(names):
         x = params[:, i]
         d = np.r_[np.nan, np.diff(x)]
@@ -235,7 +234,7 @@ def planted_amplitudes(acts: dict[str, np.ndarray], rois: np.ndarray, rng: np.ra
     n_stim = next(iter(acts.values())).shape[0]
     flat = rois.ravel()
     amps = np.zeros((n_stim, flat.size))
-    for index, (roi, layer) in enumerate(PLANT.items(), start=1):
+    for index, layer in enumerate(PLANT.values(), start=1):
         voxels = np.flatnonzero(flat == index)
         amps[:, voxels] = EVOKED
         if layer is None:

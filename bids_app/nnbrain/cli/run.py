@@ -9,7 +9,7 @@ import sys
 import time
 import uuid
 from argparse import Namespace
-from datetime import datetime, timezone
+from datetime import datetime, timezone, UTC
 from pathlib import Path
 
 from nnbrain import __version__
@@ -136,7 +136,7 @@ def settings_from_args(args: Namespace) -> Settings:
                 raise MissingInputError("derivatives directory not found; pass fMRIPrep's "
                                         "output with --derivatives", path)
     atlas = (args.atlas or bids_dir / "derivatives" / "atlas").resolve()
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     return Settings(
         bids_dir=bids_dir, output_dir=output_dir, analysis_level=args.analysis_level,
         work_dir=work_dir, run_uuid=f"{stamp}_{uuid.uuid4()}",

@@ -6,7 +6,7 @@ A condensed RDM over ``n`` conditions is the upper triangle (``i < j``, row-majo
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 

@@ -6,7 +6,8 @@ Each entry of :data:`ZOO` builds an untrained ``torch.nn.Module``; weights come 
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 
 def _digit_cnn() -> Any:
