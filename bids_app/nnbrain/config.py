@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-_PATH_FIELDS = ("bids_dir", "output_dir", "work_dir", "model_spec", "atlas")
+_PATH_FIELDS = ("bids_dir", "output_dir", "work_dir", "model_spec", "atlas", "cache_dir")
 _PATH_TUPLE_FIELDS = ("derivatives",)
 
 
@@ -39,6 +39,8 @@ class Settings:
         The model spec (YAML/JSON); required at participant level.
     derivatives : tuple of Path
         Preprocessed-data derivatives (fMRIPrep); default ``BIDS_DIR/derivatives/fmriprep``.
+    cache_dir : Path or None
+        Root of the activation cache (default ``WORK_DIR/activation_cache``).
     atlas : Path or None
         Atlas derivative (directory holding a ``*_dseg.nii.gz`` and its ``_dseg.tsv``) or a
         dseg NIfTI file; default ``BIDS_DIR/derivatives/atlas``.
@@ -71,6 +73,7 @@ class Settings:
     model_spec: Path | None = None
     derivatives: tuple[Path, ...] = ()
     atlas: Path | None = None
+    cache_dir: Path | None = None
     nprocs: int = 1
     omp_nthreads: int = 1
     mem_gb: float = 4.0

@@ -79,6 +79,9 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("run control")
     g.add_argument("-w", "--work-dir", type=Path, metavar="PATH",
                    help="scratch directory (default: ./work); never inside BIDS_DIR")
+    g.add_argument("--cache-dir", type=Path, metavar="PATH",
+                   help="activation cache shared by runs and participants "
+                        "(default: WORK_DIR/activation_cache)")
     g.add_argument("--random-seed", type=int, default=0, metavar="SEED",
                    help="master seed for permutations and random-init weights (default: 0)")
     g.add_argument("--n-permutations", type=_positive_int, default=1000, metavar="N",

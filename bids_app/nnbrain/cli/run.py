@@ -122,6 +122,9 @@ def settings_from_args(args: Namespace) -> Settings:
     if _is_within(work_dir, bids_dir):
         raise CantCreateError("the work directory is inside the input dataset; pass "
                               "--work-dir somewhere else (e.g. /tmp/nnbrain-work)", work_dir)
+    if args.cache_dir is not None and _is_within(args.cache_dir.resolve(), bids_dir):
+        raise CantCreateError("the activation cache is inside the input dataset; pass "
+                              "--cache-dir somewhere else", args.cache_dir.resolve())
     derivatives = tuple(p.resolve() for p in args.derivatives) or (
         bids_dir / "derivatives" / "fmriprep",)
     model_spec = args.model_spec.resolve() if args.model_spec else None
@@ -141,7 +144,8 @@ def settings_from_args(args: Namespace) -> Settings:
         bids_dir=bids_dir, output_dir=output_dir, analysis_level=args.analysis_level,
         work_dir=work_dir, run_uuid=f"{stamp}_{uuid.uuid4()}",
         participant_label=tuple(dict.fromkeys(args.participant_label)), model_spec=model_spec,
-        derivatives=derivatives, atlas=atlas, nprocs=args.nprocs,
+        derivatives=derivatives, atlas=atlas,
+        cache_dir=(args.cache_dir or work_dir / "activation_cache").resolve(), nprocs=args.nprocs,
         omp_nthreads=args.omp_nthreads, mem_gb=args.mem_gb, random_seed=args.random_seed,
         n_permutations=args.n_permutations, skip_bids_validation=args.skip_bids_validation,
         overwrite=args.overwrite, stop_on_first_crash=args.stop_on_first_crash,

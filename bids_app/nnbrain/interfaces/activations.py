@@ -16,8 +16,13 @@ from nipype.interfaces.base import (
 
 
 def compute_activations(model_spec: dict, weights: dict, stimuli: list[Path],
-                        n_threads: int) -> tuple[dict[str, np.ndarray], dict]:
+                        n_threads: int, cache_dir: Path | None = None
+                        ) -> tuple[dict[str, np.ndarray], dict]:
     """Build the network, set its weights, run the stimuli; return activations and provenance.
+
+    With ``cache_dir``, each layer's activations are looked up in (and added to) the
+    :class:`~nnbrain.models.cache.ActivationCache`; when every layer is cached the network is
+    not even built.
 
     Parameters
     ----------
@@ -29,39 +34,66 @@ def compute_activations(model_spec: dict, weights: dict, stimuli: list[Path],
         Image files in stimulus order.
     n_threads : int
         torch intra-op threads.
+    cache_dir : Path, optional
+        Root of the activation cache.
 
     Returns
     -------
     activations : dict of str to array of shape (n_stimuli, n_units)
     provenance : dict
+        Includes ``CacheHits``: the layers read from the cache.
     """
     import torch
 
+    from nnbrain.models.cache import ActivationCache, cache_key
     from nnbrain.models.extract import extract_activations
-    from nnbrain.models.loading import init_random, load_trained
+    from nnbrain.models.loading import init_random, load_trained, sha256_file
     from nnbrain.models.transforms import load_images
     from nnbrain.models.zoo import build_architecture, input_shape
 
-    torch.set_num_threads(n_threads)
-    model = build_architecture(model_spec["architecture"])
-    digest = None
-    if weights["file"] is not None:
-        digest = load_trained(model, Path(weights["file"]), weights["sha256"])
-    else:
-        init_random(model, int(weights["seed"]))
-    images = load_images(stimuli, input_shape(model_spec["architecture"]))
-    acts = extract_activations(model, images, list(model_spec["layers"]),
-                               pooling=model_spec["pooling"])
+    architecture = model_spec["architecture"]
+    digest = sha256_file(Path(weights["file"])) if weights["file"] is not None else None
+    layers = list(model_spec["layers"])
+    keys: dict[str, str] = {}
+    fields: dict[str, dict] = {}
+    cached: dict[str, np.ndarray] = {}
+    cache = ActivationCache(cache_dir) if cache_dir is not None else None
+    if cache is not None:
+        stimulus_hashes = [[p.name, sha256_file(p)] for p in stimuli]
+        for layer in layers:
+            fields[layer] = {"architecture": architecture, "weights_sha256": digest,
+                             "seed": weights["seed"], "layer": layer,
+                             "pooling": model_spec["pooling"], "stimuli": stimulus_hashes,
+                             "transform": {"kind": "image", "shape": input_shape(architecture)}}
+            keys[layer] = cache_key(fields[layer])
+            hit = cache.get(keys[layer])
+            if hit is not None:
+                cached[layer] = hit
+    missing = [layer for layer in layers if layer not in cached]
+    if missing:
+        torch.set_num_threads(n_threads)
+        model = build_architecture(architecture)
+        if weights["file"] is not None:
+            load_trained(model, Path(weights["file"]), weights["sha256"])
+        else:
+            init_random(model, int(weights["seed"]))
+        images = load_images(stimuli, input_shape(architecture))
+        computed = extract_activations(model, images, missing, pooling=model_spec["pooling"])
+        for layer, array in computed.items():
+            if cache is not None:
+                cache.put(keys[layer], array, fields[layer])
+            cached[layer] = array
     provenance = {
-        "Architecture": model_spec["architecture"],
+        "Architecture": architecture,
         "WeightsSource": "trained" if weights["file"] is not None else "random",
         "WeightsFile": None if weights["file"] is None else Path(weights["file"]).name,
         "WeightsSHA256": digest,
         "Seed": weights["seed"],
         "Pooling": model_spec["pooling"],
         "SoftwareVersions": {"torch": torch.__version__},
+        "CacheHits": [layer for layer in layers if layer not in missing],
     }
-    return acts, provenance
+    return {layer: cached[layer] for layer in layers}, provenance
 
 
 class _ExtractActivationsInputSpec(BaseInterfaceInputSpec):
@@ -69,6 +101,8 @@ class _ExtractActivationsInputSpec(BaseInterfaceInputSpec):
     weights = traits.Dict(mandatory=True, desc="WeightsSource.to_dict() of one weight source")
     stimuli = traits.List(File(exists=True), mandatory=True, desc="stimulus files, in order")
     n_threads = traits.Int(1, usedefault=True, desc="torch threads")
+    cache_dir = traits.Either(None, traits.Str, usedefault=True,
+                              desc="activation cache root (None: no disk cache)")
 
 
 class _ExtractActivationsOutputSpec(TraitedSpec):
@@ -85,7 +119,9 @@ class ExtractActivations(SimpleInterface):
     def _run_interface(self, runtime):
         acts, meta = compute_activations(self.inputs.model_spec, self.inputs.weights,
                                          [Path(s) for s in self.inputs.stimuli],
-                                         self.inputs.n_threads)
+                                         self.inputs.n_threads,
+                                         Path(self.inputs.cache_dir)
+                                         if self.inputs.cache_dir else None)
         meta.update(model=self.inputs.model_spec["name"], weights=self.inputs.weights["label"],
                     layers=list(acts), stimuli=[Path(s).name for s in self.inputs.stimuli])
         out = Path(runtime.cwd) / "activations.npz"

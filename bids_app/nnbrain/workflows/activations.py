@@ -11,6 +11,7 @@ from nnbrain.utils.bids import bids_label
 
 
 def init_activations_wf(*, models: tuple[ModelSpec, ...], stimuli: list[str], omp_nthreads: int,
+                        cache_dir: str | None = None,
                         name: str = "activations_wf") -> pe.Workflow:
     """Extract the listed layers of every model x weights source.
 
@@ -21,6 +22,8 @@ def init_activations_wf(*, models: tuple[ModelSpec, ...], stimuli: list[str], om
         Absolute stimulus paths, in stimulus order.
     omp_nthreads : int
         torch threads per node.
+    cache_dir : str, optional
+        Root of the activation disk cache.
     name : str
 
     Outputs
@@ -35,7 +38,8 @@ def init_activations_wf(*, models: tuple[ModelSpec, ...], stimuli: list[str], om
     merge_metas = pe.Node(niu.Merge(len(sources)), name="merge_metas")
     for i, (model, weights) in enumerate(sources, start=1):
         node = pe.Node(ExtractActivations(model_spec=model.to_dict(), weights=weights.to_dict(),
-                                          stimuli=stimuli, n_threads=omp_nthreads),
+                                          stimuli=stimuli, n_threads=omp_nthreads,
+                                          cache_dir=cache_dir),
                        name=f"extract_{bids_label(model.name)}_{bids_label(weights.label)}",
                        n_procs=omp_nthreads)
         workflow.connect([(node, merge_acts, [("activations", f"in{i}")]),

@@ -1,0 +1,71 @@
+"""Disk cache of layer activations, safe under concurrent workers.
+
+An entry is keyed by everything that determines the activations: architecture, weights
+(SHA-256 of the file, or the random seed), layer, pooling, the stimulus files' SHA-256 hashes and
+the transform. A rerun or a second participant never recomputes them. Entries are written
+atomically (temporary file + rename; the metadata, holding the array's SHA-256, last), so readers
+see whole entries or none; an entry whose array no longer matches its hash is deleted and
+recomputed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nnbrain.utils.io import atomic_write, write_json
+
+LOGGER = logging.getLogger("nnbrain.cache")
+CACHE_FORMAT = 1
+
+
+def cache_key(fields: dict[str, Any]) -> str:
+    """SHA-256 of the canonical JSON of ``fields`` (plus the cache format version)."""
+    canonical = json.dumps({"format": CACHE_FORMAT, **fields}, sort_keys=True,
+                           separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class ActivationCache:
+    """Activations on disk under ``root/<key[:2]>/<key>.npy`` with a ``.json`` beside it."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def _paths(self, key: str) -> tuple[Path, Path]:
+        folder = self.root / key[:2]
+        return folder / f"{key}.npy", folder / f"{key}.json"
+
+    def get(self, key: str) -> np.ndarray | None:
+        """The cached array, or ``None`` when absent or corrupted (a corrupted entry is removed)."""
+        array_path, meta_path = self._paths(key)
+        if not meta_path.is_file() or not array_path.is_file():
+            return None
+        try:
+            meta = json.loads(meta_path.read_text())
+            data = array_path.read_bytes()
+        except (OSError, json.JSONDecodeError):
+            return None
+        if hashlib.sha256(data).hexdigest() != meta.get("sha256"):
+            LOGGER.warning("cache entry %s is corrupted; recomputing", array_path)
+            array_path.unlink(missing_ok=True)
+            meta_path.unlink(missing_ok=True)
+            return None
+        return np.load(array_path, allow_pickle=False)
+
+    def put(self, key: str, array: np.ndarray, fields: dict[str, Any]) -> None:
+        """Store ``array`` under ``key`` with the fields that made the key (for humans)."""
+        array_path, meta_path = self._paths(key)
+        buffer = io.BytesIO()
+        np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
+        payload = buffer.getvalue()
+        atomic_write(array_path, lambda path: path.write_bytes(payload))
+        digest = hashlib.sha256(payload).hexdigest()
+        write_json(meta_path, {"sha256": digest, "shape": list(array.shape),
+                               "dtype": str(array.dtype), "fields": fields})
