@@ -1,0 +1,211 @@
+"""Benchmark: layer activation extraction, nnbrain vs torchvision's feature extractor vs thingsvision.
+
+Same model (torchvision AlexNet, seeded random weights saved once to a local file), same images
+(256 real photographs: 224 x 224 crops of scikit-learn's bundled sample images, written as PNG),
+same layers (the 5 conv ReLUs and 2 fc ReLUs), batch size 64, CPU. Each side runs in its own
+subprocess, so peak memory (``ru_maxrss``) is its own; the baseline after imports is subtracted.
+
+- nnbrain: one pass with forward hooks on all 7 layers (``nnbrain.models.extract``), then the same
+  call again through the activation disk cache (first run fills it, second run reads it).
+- torchvision: ``create_feature_extractor`` with the 7 return nodes, one pass.
+- thingsvision 2.7.3: cannot share nnbrain's environment (it pins torchvision==0.15.2 and numpy<2),
+  so it runs from a separate venv given by ``--thingsvision-python``; its ``extract_features``
+  takes one module per call, so 7 passes (how its users extract several layers).
+
+Usage::
+
+    python tests/benchmarks/bench_extraction.py [--n-images 256] [--threads 2]
+        [--thingsvision-python /tmp/tvenv/bin/python]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import textwrap
+from pathlib import Path
+
+LAYERS = ["features.1", "features.4", "features.7", "features.9", "features.11",
+          "classifier.2", "classifier.5"]
+
+COMMON = textwrap.dedent("""
+    import json, resource, sys, time
+    from pathlib import Path
+    import numpy as np
+    import torch
+    args = json.loads(sys.argv[1])
+    torch.set_num_threads(args["threads"])
+    files = sorted(Path(args["images"]).glob("*.png"))
+    layers = args["layers"]
+    def rss_mb():
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+""")
+
+NNBRAIN = COMMON + textwrap.dedent("""
+    import torchvision
+    from nnbrain.interfaces.activations import compute_activations
+    from nnbrain.models.extract import extract_activations
+    from nnbrain.models.transforms import load_images
+    base = rss_mb()
+    model = torchvision.models.alexnet(weights=None)
+    model.load_state_dict(torch.load(args["weights"], weights_only=True))
+    times = []
+    for _ in range(args["repeats"]):
+        start = time.perf_counter()
+        images = load_images(files, (3, 224, 224))
+        acts = extract_activations(model, images, layers, pooling="flatten", batch_size=64)
+        times.append(time.perf_counter() - start)
+    shapes = {k: list(v.shape) for k, v in acts.items()}
+    print(json.dumps({"side": "nnbrain", "best_s": min(times), "times": times,
+                      "peak_mb": rss_mb() - base, "shapes": shapes,
+                      "checksum": float(sum(v.sum() for v in acts.values()))}))
+""")
+
+NNBRAIN_CACHE = COMMON + textwrap.dedent("""
+    from nnbrain.interfaces.activations import compute_activations
+    import nnbrain.models.zoo as zoo
+    import torchvision
+    def alexnet():
+        model = torchvision.models.alexnet(weights=None)
+        return model
+    zoo.ZOO["bench_alexnet"] = (alexnet, (3, 224, 224))
+    spec = {"name": "alexnet", "architecture": "bench_alexnet", "layers": layers,
+            "pooling": "flatten"}
+    weights = {"label": "trained", "file": args["weights"], "sha256": None, "seed": None}
+    base = rss_mb()
+    start = time.perf_counter()
+    first, meta1 = compute_activations(spec, weights, files, args["threads"], Path(args["cache"]))
+    t_first = time.perf_counter() - start
+    times = []
+    for _ in range(args["repeats"]):
+        start = time.perf_counter()
+        second, meta2 = compute_activations(spec, weights, files, args["threads"],
+                                            Path(args["cache"]))
+        times.append(time.perf_counter() - start)
+    assert meta2["CacheHits"] == layers
+    assert all(np.array_equal(first[k], second[k]) for k in layers)
+    print(json.dumps({"side": "nnbrain-cache", "first_s": t_first, "best_s": min(times),
+                      "peak_mb": rss_mb() - base}))
+""")
+
+TORCHVISION = COMMON + textwrap.dedent("""
+    import torchvision
+    from PIL import Image
+    from torchvision.models.feature_extraction import create_feature_extractor
+    base = rss_mb()
+    model = torchvision.models.alexnet(weights=None)
+    model.load_state_dict(torch.load(args["weights"], weights_only=True))
+    model.eval()
+    nodes = {name: name for name in layers}
+    extractor = create_feature_extractor(model, return_nodes=nodes)
+    to_tensor = torchvision.transforms.functional
+    times = []
+    for _ in range(args["repeats"]):
+        start = time.perf_counter()
+        outs = {k: [] for k in layers}
+        with torch.inference_mode():
+            for s in range(0, len(files), 64):
+                batch = torch.stack([to_tensor.to_tensor(Image.open(f).convert("RGB"))
+                                     for f in files[s:s + 64]])
+                for k, v in extractor(batch).items():
+                    outs[k].append(v.flatten(1).double())
+        acts = {k: torch.cat(v).numpy() for k, v in outs.items()}
+        times.append(time.perf_counter() - start)
+    print(json.dumps({"side": "torchvision", "best_s": min(times), "times": times,
+                      "peak_mb": rss_mb() - base,
+                      "checksum": float(sum(v.sum() for v in acts.values()))}))
+""")
+
+THINGSVISION = COMMON + textwrap.dedent("""
+    from thingsvision import get_extractor
+    from thingsvision.utils.data import ImageDataset, DataLoader
+    base = rss_mb()
+    extractor = get_extractor(model_name="alexnet", source="torchvision", device="cpu",
+                              pretrained=False)
+    extractor.model.load_state_dict(torch.load(args["weights"]))
+    dataset = ImageDataset(root=args["images"], out_path=args["tmp"], backend="pt",
+                           transforms=extractor.get_transformations(resize_dim=224, crop_dim=224))
+    times = []
+    for _ in range(args["repeats"]):
+        start = time.perf_counter()
+        acts = {}
+        for layer in layers:
+            batches = DataLoader(dataset=dataset, batch_size=64, backend="pt")
+            acts[layer] = extractor.extract_features(batches=batches, module_name=layer,
+                                                     flatten_acts=True, output_type="ndarray")
+        times.append(time.perf_counter() - start)
+    print(json.dumps({"side": "thingsvision", "best_s": min(times), "times": times,
+                      "peak_mb": rss_mb() - base,
+                      "shapes": {k: list(v.shape) for k, v in acts.items()}}))
+""")
+
+
+def make_images(folder: Path, n: int, seed: int = 0) -> None:
+    """``n`` random 224 x 224 crops of scikit-learn's two sample photographs, as PNG."""
+    import numpy as np
+    from PIL import Image
+    from sklearn.datasets import load_sample_images
+
+    photos = load_sample_images().images
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        photo = photos[i % len(photos)]
+        y = rng.integers(0, photo.shape[0] - 224)
+        x = rng.integers(0, photo.shape[1] - 224)
+        Image.fromarray(photo[y:y + 224, x:x + 224]).save(folder / f"img{i:04d}.png")
+
+
+def run_side(python: str, code: str, args: dict) -> dict:
+    proc = subprocess.run([python, "-c", code, json.dumps(args)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr else "failed"}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n-images", type=int, default=256)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--thingsvision-python", default=None)
+    opts = parser.parse_args()
+    import torch
+    import torchvision
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        (tmp / "images" / "all").mkdir(parents=True)
+        make_images(tmp / "images" / "all", opts.n_images)
+        torch.manual_seed(0)
+        torch.save(torchvision.models.alexnet(weights=None).state_dict(), tmp / "alexnet.pt")
+        args = {"images": str(tmp / "images" / "all"), "weights": str(tmp / "alexnet.pt"),
+                "layers": LAYERS, "threads": opts.threads, "repeats": opts.repeats,
+                "cache": str(tmp / "cache"), "tmp": str(tmp / "tv")}
+        results = [run_side(sys.executable, NNBRAIN, args),
+                   run_side(sys.executable, TORCHVISION, args),
+                   run_side(sys.executable, NNBRAIN_CACHE, args)]
+        if opts.thingsvision_python:
+            tv_args = dict(args, images=str(tmp / "images"))
+            results.append(run_side(opts.thingsvision_python, THINGSVISION, tv_args))
+    for r in results:
+        print(json.dumps(r))
+    nn = results[0]["best_s"]
+    print(f"\n{opts.n_images} images, 7 layers, batch 64, {opts.threads} threads")
+    print(f"{'side':<14}{'best s':>9}{'img/s':>9}{'peak MB':>9}{'vs nnbrain':>12}")
+    for r in results:
+        if "error" in r:
+            print(f"{'?':<14} error: {r['error']}")
+            continue
+        print(f"{r['side']:<14}{r['best_s']:>9.2f}{opts.n_images / r['best_s']:>9.1f}"
+              f"{r['peak_mb']:>9.0f}{r['best_s'] / nn:>11.2f}x")
+    cache = results[2]
+    if "first_s" in cache:
+        print(f"cache: first run {cache['first_s']:.2f} s, cached run {cache['best_s']:.3f} s "
+              f"({cache['first_s'] / cache['best_s']:.0f}x faster)")
+
+
+if __name__ == "__main__":
+    main()
