@@ -64,3 +64,21 @@ def test_concurrent_writers_never_expose_partial_entries(tmp_path: Path) -> None
     assert [p.exitcode for p in procs] == [0, 0, 0]
     np.testing.assert_array_equal(ActivationCache(tmp_path).get(cache_key(FIELDS)),
                                   np.arange(40000.0).reshape(200, 200))
+
+
+def test_file_hash_memo_follows_changes(tmp_path: Path) -> None:
+    import hashlib
+    import os
+
+    from nnbrain.models.cache import file_sha256
+
+    target = tmp_path / "w.pt"
+    target.write_bytes(b"first")
+    memo = tmp_path / "memo"
+    assert file_sha256(target, memo) == hashlib.sha256(b"first").hexdigest()
+    assert len(list((memo / "hashes").iterdir())) == 1
+    assert file_sha256(target, memo) == hashlib.sha256(b"first").hexdigest()
+    target.write_bytes(b"second!")
+    os.utime(target, ns=(1, 1))
+    assert file_sha256(target, memo) == hashlib.sha256(b"second!").hexdigest()
+    assert file_sha256(target, None) == hashlib.sha256(b"second!").hexdigest()

@@ -45,21 +45,22 @@ def compute_activations(model_spec: dict, weights: dict, stimuli: list[Path],
     """
     import torch
 
-    from nnbrain.models.cache import ActivationCache, cache_key
+    from nnbrain.models.cache import ActivationCache, cache_key, file_sha256
     from nnbrain.models.extract import extract_activations
-    from nnbrain.models.loading import init_random, load_trained, sha256_file
+    from nnbrain.models.loading import init_random, load_trained
     from nnbrain.models.transforms import load_images
     from nnbrain.models.zoo import build_architecture, input_shape
 
     architecture = model_spec["architecture"]
-    digest = sha256_file(Path(weights["file"])) if weights["file"] is not None else None
+    digest = (file_sha256(Path(weights["file"]), cache_dir) if weights["file"] is not None
+              else None)
     layers = list(model_spec["layers"])
     keys: dict[str, str] = {}
     fields: dict[str, dict] = {}
     cached: dict[str, np.ndarray] = {}
     cache = ActivationCache(cache_dir) if cache_dir is not None else None
     if cache is not None:
-        stimulus_hashes = [[p.name, sha256_file(p)] for p in stimuli]
+        stimulus_hashes = [[p.name, file_sha256(p, cache_dir)] for p in stimuli]
         for layer in layers:
             fields[layer] = {"architecture": architecture, "weights_sha256": digest,
                              "seed": weights["seed"], "layer": layer,

@@ -32,6 +32,32 @@ def cache_key(fields: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+def file_sha256(path: Path, memo_dir: Path | None = None) -> str:
+    """SHA-256 of a file, memoised on (path, size, mtime, inode) under ``memo_dir``.
+
+    Hashing a 240 MB checkpoint takes about a second; the memo makes cached reruns instant
+    while any change of the file (size, mtime or inode) triggers a fresh hash, as git does.
+    """
+    from nnbrain.models.loading import sha256_file
+
+    if memo_dir is None:
+        return sha256_file(path)
+    path = Path(path).resolve()
+    info = path.stat()
+    stamp = {"path": str(path), "size": info.st_size, "mtime_ns": info.st_mtime_ns,
+             "inode": info.st_ino}
+    memo = memo_dir / "hashes" / f"{hashlib.sha256(str(path).encode()).hexdigest()}.json"
+    try:
+        saved = json.loads(memo.read_text())
+        if {k: saved.get(k) for k in stamp} == stamp:
+            return saved["sha256"]
+    except (OSError, json.JSONDecodeError, KeyError):
+        pass
+    digest = sha256_file(path)
+    write_json(memo, {**stamp, "sha256": digest})
+    return digest
+
+
 class ActivationCache:
     """Activations on disk under ``root/<key[:2]>/<key>.npy`` with a ``.json`` beside it."""
 
