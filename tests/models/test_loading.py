@@ -237,3 +237,96 @@ def test_short_junk_files_are_data_error(tmp_path, content):
     target.write_bytes(content)
     with pytest.raises(NnbrainError):
         load_trained(build_architecture("digitcnn"), target)
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+def _checkpoint(directory: Path, epoch: int, value: float) -> Path:
+    """A digitcnn state_dict whose every tensor is filled with ``value``."""
+    state = {k: torch.full_like(v, value) for k, v in build_architecture("digitcnn")
+             .state_dict().items()}
+    path = directory / f"epoch_{epoch}.pt"
+    torch.save(state, path)
+    return path
+
+
+def test_checkpoints_loaded_in_epoch_order(tmp_path):
+    from nnbrain.models.loading import iter_checkpoints
+
+    files = {epoch: _checkpoint(tmp_path, epoch, float(epoch)) for epoch in (10, 0, 3, 1)}
+    model = build_architecture("digitcnn")
+    given = [(10, files[10], None), (0, files[0], None), (3, files[3], None),
+             (1, files[1], sha256_file(files[1]))]
+    seen = []
+    for epoch, path, digest in iter_checkpoints(model, given):
+        assert path == files[epoch]
+        assert digest == hashlib.sha256(path.read_bytes()).hexdigest()
+        # the model holds exactly this checkpoint while the loop body runs
+        assert all(torch.all(v == float(epoch)) for v in model.state_dict().values())
+        seen.append(epoch)
+    assert seen == [0, 1, 3, 10]
+
+
+def test_checkpoints_with_the_same_epoch_refused_before_loading(tmp_path):
+    from nnbrain.models.loading import iter_checkpoints
+
+    a, b = _checkpoint(tmp_path, 1, 1.0), _checkpoint(tmp_path, 2, 2.0)
+    model = build_architecture("digitcnn")
+    before = _state(model)
+    with pytest.raises(DataError, match="epoch 5 is given twice"):
+        list(iter_checkpoints(model, [(5, a, None), (5, b, None)]))
+    for key, value in before.items():
+        assert torch.equal(model.state_dict()[key], value)
+
+
+def test_checkpoint_with_wrong_hash_stops_the_trajectory(tmp_path):
+    from nnbrain.models.loading import iter_checkpoints
+
+    a, b = _checkpoint(tmp_path, 1, 1.0), _checkpoint(tmp_path, 2, 2.0)
+    steps = iter_checkpoints(build_architecture("digitcnn"), [(2, b, "0" * 64), (1, a, None)])
+    assert next(steps)[0] == 1
+    with pytest.raises(DataError) as info:
+        next(steps)
+    assert info.value.path == b
+
+
+def test_code_executing_checkpoint_refused_in_a_trajectory(tmp_path):
+    from nnbrain.models.loading import iter_checkpoints
+
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "epoch_2.pt"
+    torch.save(_Exploit(marker), evil)
+    good = _checkpoint(tmp_path, 1, 1.0)
+    with pytest.raises(DataError) as info:
+        list(iter_checkpoints(build_architecture("digitcnn"), [(2, evil, None),
+                                                               (1, good, None)]))
+    assert info.value.path == evil
+    assert not marker.exists()
+
+
+# ----------------------------------------------------------------------------- random init
+
+
+def test_build_with_seed_equals_init_random_for_digitcnn_and_restores_rng():
+    torch.manual_seed(3)
+    state = torch.random.get_rng_state()
+    built = build_architecture("digitcnn", seed=7)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    reinit = build_architecture("digitcnn")
+    init_random(reinit, 7)
+    for key, value in built.state_dict().items():
+        assert torch.equal(reinit.state_dict()[key], value), key
+    other = build_architecture("digitcnn", seed=8)
+    assert not torch.equal(other.conv1[0].weight, built.conv1[0].weight)
+
+
+def test_init_random_leaves_frozen_modules_alone():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.Linear(2, 2))
+    model[0].requires_grad_(False)
+    before = _state(model)
+    init_random(model, 1)
+    assert torch.equal(model[0].weight, before["0.weight"])
+    assert torch.equal(model[0].bias, before["0.bias"])
+    assert not torch.equal(model[1].weight, before["1.weight"])

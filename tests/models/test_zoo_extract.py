@@ -230,7 +230,74 @@ def test_unknown_layer_raises_listing_available():
 
 
 def test_unknown_pooling_raises():
-    assert set(POOLING) == {"channelmean", "flatten"}
+    assert set(POOLING) == {"channelmean", "globalmax", "flatten", "none"}
     with pytest.raises(ValueError, match="pooling"):
         extract_activations(build_architecture("digitcnn"), _stimuli(2, seed=0), ["conv1"],
                             pooling="max")
+
+
+def test_pooling_names_match_the_spec():
+    from nnbrain.spec import POOLING as SPEC_POOLING, schema
+
+    assert tuple(POOLING) == SPEC_POOLING
+    assert tuple(schema()["$defs"]["pooling"]["enum"]) == SPEC_POOLING
+
+
+@pytest.mark.parametrize("layer", list(EXPECTED_SHAPES))
+def test_globalmax_pooling_is_spatial_max(layer):
+    model = _trained_model()
+    stimuli = _stimuli(33, seed=13)
+    got = extract_activations(model, stimuli, [layer], pooling="globalmax")[layer]
+    out = _manual(model, torch.from_numpy(stimuli))[layer].double().numpy()
+    want = out.max(axis=(2, 3)) if out.ndim == 4 else out
+    assert got.shape == (33, EXPECTED_SHAPES[layer][0])
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("layer", list(EXPECTED_SHAPES))
+def test_none_pooling_keeps_the_layer_shape(layer):
+    model = _trained_model()
+    stimuli = _stimuli(31, seed=14)
+    got = extract_activations(model, stimuli, [layer], pooling="none", batch_size=8)[layer]
+    want = _manual(model, torch.from_numpy(stimuli))[layer].double().numpy()
+    assert got.shape == (31, *EXPECTED_SHAPES[layer])
+    np.testing.assert_allclose(got, want, **TOL)
+
+
+def test_per_layer_pooling_mapping():
+    model = _trained_model()
+    stimuli = _stimuli(30, seed=15)
+    pooling = {"conv1": "flatten", "conv2": "globalmax", "pool": "none", "fc1": "channelmean"}
+    got = extract_activations(model, stimuli, list(pooling), pooling=pooling)
+    for layer, how in pooling.items():
+        alone = extract_activations(model, stimuli, [layer], pooling=how)[layer]
+        np.testing.assert_array_equal(got[layer], alone)
+    assert got["conv1"].shape == (30, 8 * 8 * 8)
+    assert got["conv2"].shape == (30, 16)
+    assert got["pool"].shape == (30, 16, 4, 4)
+    assert got["fc1"].shape == (30, 64)
+
+
+def test_per_layer_pooling_must_cover_every_layer():
+    model = build_architecture("digitcnn")
+    with pytest.raises(ValueError, match=r"no pooling given for layers \['fc1'\]"):
+        extract_activations(model, _stimuli(2, seed=0), ["conv1", "fc1"],
+                            pooling={"conv1": "flatten"})
+    with pytest.raises(ValueError, match="unknown pooling 'max'"):
+        extract_activations(model, _stimuli(2, seed=0), ["conv1"], pooling={"conv1": "max"})
+    for _name, module in model.named_modules():
+        assert len(module._forward_hooks) == 0
+
+
+def test_inplace_relu_after_hooked_conv_does_not_change_none_pooling():
+    """AlexNet's ReLUs are in-place: the conv output must be copied in the hook."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3),
+                                                    torch.nn.ReLU(inplace=True)))
+    x = np.random.default_rng(0).normal(size=(5, 3, 9, 9)).astype(np.float32)
+    got = extract_activations(model, x, ["0.0", "0.1"], pooling="none")
+    with torch.no_grad():
+        conv = model[0][0](torch.from_numpy(x))
+    np.testing.assert_allclose(got["0.0"], conv.double().numpy(), **TOL)
+    assert got["0.0"].min() < 0  # pre-ReLU values survived
+    np.testing.assert_allclose(got["0.1"], np.maximum(got["0.0"], 0), **TOL)

@@ -60,32 +60,53 @@ def _run_subcommand(name: str, argv: list[str]) -> int:
     raise UsageError(f"unknown subcommand {name!r}")
 
 
-def list_layers(spec_path: Path, stimulus: Path | None) -> str:
-    """Text listing every module of each spec model with its output shape for one stimulus."""
+def list_layers(spec_path: Path, stimulus: Path | None, *,
+                allow_custom_code: bool = False) -> str:
+    """Text listing every module of each spec model with its output shape for one stimulus.
+
+    With ``stimulus`` (an image file), image models run it through the network (CPU, untrained
+    weights: shapes do not depend on them); otherwise, and for audio models, a zero input of
+    the declared shape runs on torch's meta device (no weights are allocated). Layers selected
+    by the spec are marked ``*``.
+    """
     import torch
 
     from nnbrain.models.transforms import load_images
-    from nnbrain.models.zoo import build_architecture, input_shape
+    from nnbrain.models.zoo import build_from_dict
     from nnbrain.spec import load_model_spec
 
+    def describe(out: object) -> str:
+        if isinstance(out, (tuple, list)) and out and hasattr(out[0], "shape"):
+            out = out[0]
+        shape = getattr(out, "shape", None)
+        return "x".join(map(str, tuple(shape)[1:])) if shape is not None else type(out).__name__
+
     lines = []
-    for model in load_model_spec(spec_path):
-        net = build_architecture(model.architecture).eval()
-        shape = input_shape(model.architecture)
-        x = (torch.as_tensor(load_images([stimulus], shape)) if stimulus is not None
-             else torch.zeros((1,) + shape))
-        shapes: dict[str, tuple[int, ...]] = {}
+    for model in load_model_spec(spec_path, allow_custom_code=allow_custom_code):
+        kind, shape = model.declared_input()
+        spec = model.to_dict()
+        if stimulus is not None and kind == "image":
+            net = build_from_dict(spec, allow_custom_code=allow_custom_code).eval()
+            x = torch.as_tensor(load_images([stimulus], shape))
+        else:
+            net = build_from_dict(spec, allow_custom_code=allow_custom_code, device="meta").eval()
+            x = torch.zeros((1, *shape), device="meta")
+        shapes: dict[str, str] = {}
         handles = [module.register_forward_hook(
-            lambda _m, _i, out, name=name: shapes.__setitem__(name, tuple(out.shape[1:])))
+            lambda _m, _i, out, name=name: shapes.__setitem__(name, describe(out)))
             for name, module in net.named_modules() if name]
-        with torch.inference_mode():
-            net(x)
-        for handle in handles:
-            handle.remove()
-        lines.append(f"{model.name} ({model.architecture}), input {shape}:")
-        for name, out_shape in shapes.items():
-            mark = "*" if name in model.layers else " "
-            lines.append(f"  {mark} {name:<20} {'x'.join(map(str, out_shape))}")
+        try:
+            with torch.inference_mode():
+                net(x)
+        finally:
+            for handle in handles:
+                handle.remove()
+        what = "input" if kind == "image" else "audio input (bands, frames)"
+        lines.append(f"{model.name} ({model.architecture}), {what} {tuple(shape)}:")
+        for name, _module in net.named_modules():
+            if name:
+                mark = "*" if name in model.layers else " "
+                lines.append(f"  {mark} {name:<20} {shapes.get(name, '(not run)')}")
     lines.append("(* = listed in the spec)")
     return "\n".join(lines)
 
