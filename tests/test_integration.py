@@ -94,7 +94,7 @@ def _expected_files() -> set[str]:
                 files |= {f"{stem}_{name}.tsv", f"{stem}_{name}.json"}
         for measure in ("rsa", "cka"):
             files |= {f"{stem}_desc-{measure}_similarity.tsv", f"{stem}_desc-{measure}_similarity.json"}
-    for weights in ("trained", "random"):
+    for weights in ("trained", "ckptepoch1", "ckptepoch2", "ckptepoch4", "random1", "random2"):
         for layer in ("conv1", "conv2", "conv3", "fc1", "fc2"):
             stem = f"models/model-digitcnn/model-digitcnn_weights-{weights}_layer-{layer}"
             files |= {f"{stem}_activations.npy", f"{stem}_activations.json",
@@ -154,8 +154,12 @@ def test_sidecars_state_method_parameters_and_sources(demo_run) -> None:
     truth = json.loads((DEMO / "code" / "ground_truth.json").read_text())
     trained = [m for m in sidecar["Models"] if m["weights"] == "trained"][0]
     assert trained["WeightsSHA256"] == truth["weights_sha256"]
-    random = [m for m in sidecar["Models"] if m["weights"] == "random"][0]
-    assert random["Seed"] == 1 and random["WeightsSHA256"] is None
+    random = [m for m in sidecar["Models"] if m["weights"] == "random2"][0]
+    assert random["Seed"] == 2 and random["WeightsSHA256"] is None
+    assert random["WeightsSource"] == "random"
+    checkpoints = sorted((m["Epoch"], m["weights"]) for m in sidecar["Models"]
+                         if m["WeightsSource"] == "checkpoint")
+    assert checkpoints == [(1, "ckptepoch1"), (2, "ckptepoch2"), (4, "ckptepoch4")]
     description = json.loads((demo_run["out"] / "dataset_description.json").read_text())
     assert description["DatasetType"] == "derivative"
     assert description["GeneratedBy"][0]["Name"] == "nnbrain"

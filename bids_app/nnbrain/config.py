@@ -56,6 +56,8 @@ class Settings:
         Permutations of stimulus labels per test.
     skip_bids_validation : bool
         Do not run the official BIDS validator on the input.
+    allow_custom_code : bool
+        Allow model specs to build architectures from the user's Python files.
     overwrite : bool
         Replace existing outputs of the selected participants.
     stop_on_first_crash : bool
@@ -80,6 +82,7 @@ class Settings:
     random_seed: int = 0
     n_permutations: int = 1000
     skip_bids_validation: bool = False
+    allow_custom_code: bool = False
     overwrite: bool = False
     stop_on_first_crash: bool = False
     verbosity: int = 0

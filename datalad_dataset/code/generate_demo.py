@@ -8,7 +8,8 @@ Run from anywhere: ``python datalad_dataset/code/generate_demo.py [OUT_DIR]`` (d
 - ``stimuli/stimNN.png``: 30 handwritten digits from scikit-learn's bundled ``load_digits``
   (3 per class, held out from training), 8x8 grayscale;
 - ``code/models/digitcnn_trained.pt``: state_dict of :func:`nnbrain.models.zoo` ``digitcnn``,
-  trained for a few seconds on the other 1767 digits;
+  trained for a few seconds on the other 1767 digits, and ``code/models/checkpoints/`` with the
+  states after epochs 1, 2 and 4;
 - ``code/model_spec.yaml`` and ``code/ground_truth.json``;
 - raw BIDS (``sub-0X/func/*_bold.nii.gz``, ``*_events.tsv``) and fMRIPrep-layout derivatives
   (``derivatives/fmriprep``: preprocessed BOLD, brain mask, confounds) for 3 subjects x 2 runs;
@@ -59,6 +60,8 @@ NOISE_SD = 1.0
 CONFOUND_SD = 2.0
 SEED = 20261123
 TRAIN_EPOCHS = 8
+CHECKPOINT_EPOCHS = (1, 2, 4)
+RANDOM_SEEDS = (1, 2)
 
 
 def _write_json(path: Path, data: dict) -> None:
@@ -84,8 +87,12 @@ def quantize(images: np.ndarray) -> np.ndarray:
     return np.round(images / 16.0 * 255.0).astype(np.uint8)
 
 
-def train_cnn(images: np.ndarray, target: np.ndarray, seed: int):
-    """Train ``digitcnn`` deterministically on uint8 images of shape (n, 8, 8)."""
+def train_cnn(images: np.ndarray, target: np.ndarray, seed: int, checkpoint_dir: Path):
+    """Train ``digitcnn`` deterministically on uint8 images of shape (n, 8, 8).
+
+    The state after each epoch in :data:`CHECKPOINT_EPOCHS` is saved as
+    ``checkpoint_dir/digitcnn_epoch-NN.pt`` (the trajectory of study 5, in miniature).
+    """
     import torch
 
     from nnbrain.models.zoo import build_architecture
@@ -98,7 +105,8 @@ def train_cnn(images: np.ndarray, target: np.ndarray, seed: int):
     y = torch.tensor(target)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
     generator = torch.Generator().manual_seed(seed)
-    for _epoch in range(TRAIN_EPOCHS):
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    for epoch in range(1, TRAIN_EPOCHS + 1):
         order = torch.randperm(len(x), generator=generator)
         for start in range(0, len(x), 64):
             batch = order[start:start + 64]
@@ -106,6 +114,8 @@ def train_cnn(images: np.ndarray, target: np.ndarray, seed: int):
             loss = torch.nn.functional.cross_entropy(model(x[batch]), y[batch])
             loss.backward()
             optimizer.step()
+        if epoch in CHECKPOINT_EPOCHS:
+            torch.save(model.state_dict(), checkpoint_dir / f"digitcnn_epoch-{epoch:02d}.pt")
     return model.eval()
 
 
@@ -337,7 +347,9 @@ def generate(out: Path) -> dict:
     for name, idx in zip(stim_names, stim_idx):
         Image.fromarray(images[idx], mode="L").save(out / "stimuli" / name, optimize=False)
 
-    model = train_cnn(images[train_idx], digits.target[train_idx], SEED)
+    shutil.rmtree(out / "code" / "models", ignore_errors=True)
+    model = train_cnn(images[train_idx], digits.target[train_idx], SEED,
+                      out / "code" / "models" / "checkpoints")
     weights = out / "code" / "models" / "digitcnn_trained.pt"
     weights.parent.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), weights)
@@ -393,6 +405,7 @@ def generate(out: Path) -> dict:
         "snr_single_trial_amplitude_to_noise_sd": SIGNAL_SD / NOISE_SD,
         "repetitions_per_stimulus": REPEATS_PER_RUN * len(RUNS),
         "tr": TR, "n_stimuli": len(stim_names), "seed": SEED,
+        "checkpoint_epochs": list(CHECKPOINT_EPOCHS), "random_seeds": list(RANDOM_SEEDS),
         "trained_accuracy_on_stimuli": accuracy,
         "weights_sha256": sha, "subjects": truth_subjects,
     }
@@ -405,9 +418,11 @@ def generate(out: Path) -> dict:
         "    weights:\n"
         "      - label: trained\n"
         "        file: models/digitcnn_trained.pt\n"
-        f"        sha256: {sha}\n"
+        f"        sha256: \"{sha}\"\n"
+        "      - label: ckpt\n"
+        "        checkpoints: models/checkpoints/digitcnn_epoch-*.pt\n"
         "      - label: random\n"
-        "        seed: 1\n"
+        f"        seeds: [{', '.join(map(str, RANDOM_SEEDS))}]\n"
         f"    layers: [{', '.join(LAYERS)}]\n"
         "    pooling: channelmean\n"
     )

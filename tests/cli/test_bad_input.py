@@ -91,10 +91,10 @@ def test_weights_hash_mismatch_exit_65(demo_copy: Path, capsys) -> None:
     assert f"digitcnn_trained.pt: SHA-256 is {truth['weights_sha256']}, the model spec " \
            f"expects {'ab' * 32}" in err
     _nothing_written(out, demo_copy)
-    spec.write_text(spec.read_text().replace("ab" * 32, "0" * 64))
+    spec.write_text(spec.read_text().replace(f'"{"ab" * 32}"', "0" * 64))
     code, err = _run(_participant(demo_copy, out, "--skip-bids-validation"), capsys)
     assert code == 65
-    assert "models[0].weights[0].sha256: must be a quoted string of 64 hex digits, got 0" in err
+    assert "models[0].weights[0].sha256:" in err and "quote" in err, err
     _nothing_written(out, demo_copy)
 
 

@@ -42,7 +42,8 @@ def test_nnbrain_wf_graph(plan_and_settings, labels, n_subjects) -> None:
     subject_wfs = sorted({n.split(".")[0] for n in names if n.startswith("single_subject_")})
     assert subject_wfs == [f"single_subject_{s}_wf" for s in sorted(plan.subjects)]
     assert "activations_wf.extract_digitcnn_trained" in names
-    assert "activations_wf.extract_digitcnn_random" in names
+    for weights in ("ckptepoch1", "ckptepoch2", "ckptepoch4", "random1", "random2"):
+        assert f"activations_wf.extract_digitcnn_{weights}" in names
     assert "ds_model" in names
     for s in plan.subjects:
         for node in ("preprocess_wf.denoise", "preprocess_wf.betas", "roi_wf.roi_patterns",
@@ -71,8 +72,11 @@ def test_activations_wf_one_node_per_weights_source(plan_and_settings, demo_copy
     stimuli = [str(demo_copy / "stimuli" / s) for s in plan.stimuli]
     wf = init_activations_wf(models=plan.models, stimuli=stimuli, omp_nthreads=2)
     extract = sorted(n for n in wf.list_node_names() if n.startswith("extract_"))
-    assert extract == ["extract_digitcnn_random", "extract_digitcnn_trained"]
-    assert wf.get_node("extract_digitcnn_random").inputs.weights["seed"] == 1
+    assert extract == ["extract_digitcnn_ckptepoch1", "extract_digitcnn_ckptepoch2",
+                       "extract_digitcnn_ckptepoch4", "extract_digitcnn_random1",
+                       "extract_digitcnn_random2", "extract_digitcnn_trained"]
+    assert wf.get_node("extract_digitcnn_random2").inputs.weights["seed"] == 2
+    assert wf.get_node("extract_digitcnn_ckptepoch4").inputs.weights["epoch"] == 4
     assert wf.get_node("extract_digitcnn_trained").n_procs == 2
 
 

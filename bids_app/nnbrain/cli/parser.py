@@ -63,6 +63,9 @@ def _add_bids_options(parser: argparse.ArgumentParser) -> None:
                    help="atlas derivative directory or dseg NIfTI (default: BIDS_DIR/derivatives/atlas)")
     g.add_argument("--skip-bids-validation", "--skip_bids_validation", action="store_true",
                    help="do not run the official BIDS validator on the input dataset")
+    g.add_argument("--allow-custom-code", action="store_true",
+                   help="allow model specs to build architectures from your own Python files "
+                        "(runs that code; off by default)")
 
 
 def _add_performance_options(parser: argparse.ArgumentParser) -> None:
@@ -123,6 +126,8 @@ def build_list_layers_parser() -> argparse.ArgumentParser:
     """Parser of ``nnbrain list-layers SPEC``."""
     parser = _Parser(prog="nnbrain list-layers", description=SUBCOMMANDS["list-layers"])
     parser.add_argument("spec", type=Path, help="model spec (YAML or JSON)")
+    parser.add_argument("--allow-custom-code", action="store_true",
+                        help="allow architectures from your own Python files (runs that code)")
     parser.add_argument("--stimulus", type=Path, metavar="FILE",
                         help="stimulus file to run through each model (default: a blank input)")
     return parser

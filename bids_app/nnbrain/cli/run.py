@@ -55,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
 def _run_subcommand(name: str, argv: list[str]) -> int:
     if name == "list-layers":
         args = build_list_layers_parser().parse_args(argv)
-        print(list_layers(args.spec.resolve(), args.stimulus))
+        print(list_layers(args.spec.resolve(), args.stimulus,
+                          allow_custom_code=args.allow_custom_code))
         return EXIT_SUCCESS
     raise UsageError(f"unknown subcommand {name!r}")
 
@@ -169,6 +170,7 @@ def settings_from_args(args: Namespace) -> Settings:
         cache_dir=(args.cache_dir or work_dir / "activation_cache").resolve(), nprocs=args.nprocs,
         omp_nthreads=args.omp_nthreads, mem_gb=args.mem_gb, random_seed=args.random_seed,
         n_permutations=args.n_permutations, skip_bids_validation=args.skip_bids_validation,
+        allow_custom_code=args.allow_custom_code,
         overwrite=args.overwrite, stop_on_first_crash=args.stop_on_first_crash,
         verbosity=args.verbose - args.quiet, version=__version__,
     )
@@ -200,9 +202,10 @@ def _plan_participant(settings: Settings):
 
     subjects = select_subjects(settings.bids_dir, settings.participant_label)
     assert settings.model_spec is not None
-    models = load_model_spec(settings.model_spec)
-    check_layers(models, settings.model_spec)
-    check_weights(models)
+    allow = settings.allow_custom_code
+    models = load_model_spec(settings.model_spec, allow_custom_code=allow)
+    models = check_layers(models, settings.model_spec, allow_custom_code=allow)
+    models = check_weights(models, allow_custom_code=allow)
     runs = {s: collect_runs(settings.bids_dir, settings.derivatives, s) for s in subjects}
     tasks = sorted({r.task for rs in runs.values() for r in rs})
     if len(tasks) != 1:

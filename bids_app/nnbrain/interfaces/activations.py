@@ -16,7 +16,8 @@ from nipype.interfaces.base import (
 
 
 def compute_activations(model_spec: dict, weights: dict, stimuli: list[Path],
-                        n_threads: int, cache_dir: Path | None = None
+                        n_threads: int, cache_dir: Path | None = None,
+                        allow_custom_code: bool = False
                         ) -> tuple[dict[str, np.ndarray], dict]:
     """Build the network, set its weights, run the stimuli; return activations and provenance.
 
@@ -36,6 +37,8 @@ def compute_activations(model_spec: dict, weights: dict, stimuli: list[Path],
         torch intra-op threads.
     cache_dir : Path, optional
         Root of the activation cache.
+    allow_custom_code : bool
+        Allow building a user's architecture from a Python file (``--allow-custom-code``).
 
     Returns
     -------
@@ -47,11 +50,16 @@ def compute_activations(model_spec: dict, weights: dict, stimuli: list[Path],
 
     from nnbrain.models.cache import ActivationCache, cache_key, file_sha256
     from nnbrain.models.extract import extract_activations
-    from nnbrain.models.loading import init_random, load_trained
+    from nnbrain.errors import DataError
+    from nnbrain.models.loading import load_trained
     from nnbrain.models.transforms import load_images
-    from nnbrain.models.zoo import build_architecture, input_shape
+    from nnbrain.models.zoo import build_from_dict
 
     architecture = model_spec["architecture"]
+    kind, shape = model_spec["input"]["kind"], tuple(model_spec["input"]["shape"])
+    if kind != "image":
+        raise DataError(f"model {model_spec['name']!r} takes {kind} input; event-related "
+                        "extraction handles image stimuli in this version")
     digest = (file_sha256(Path(weights["file"]), cache_dir) if weights["file"] is not None
               else None)
     layers = list(model_spec["layers"])
@@ -64,8 +72,10 @@ def compute_activations(model_spec: dict, weights: dict, stimuli: list[Path],
         for layer in layers:
             fields[layer] = {"architecture": architecture, "weights_sha256": digest,
                              "seed": weights["seed"], "layer": layer,
-                             "pooling": model_spec["pooling"], "stimuli": stimulus_hashes,
-                             "transform": {"kind": "image", "shape": input_shape(architecture)}}
+                             "pooling": model_spec["layer_pooling"][layer],
+                             "stimuli": stimulus_hashes, "custom": model_spec.get("custom"),
+                             "transform": {"input": model_spec["input"],
+                                           "preprocessing": model_spec.get("preprocessing")}}
             keys[layer] = cache_key(fields[layer])
             hit = cache.get(keys[layer])
             if hit is not None:
@@ -73,24 +83,26 @@ def compute_activations(model_spec: dict, weights: dict, stimuli: list[Path],
     missing = [layer for layer in layers if layer not in cached]
     if missing:
         torch.set_num_threads(n_threads)
-        model = build_architecture(architecture)
+        model = build_from_dict(model_spec, seed=weights["seed"],
+                                allow_custom_code=allow_custom_code)
         if weights["file"] is not None:
             load_trained(model, Path(weights["file"]), weights["sha256"])
-        else:
-            init_random(model, int(weights["seed"]))
-        images = load_images(stimuli, input_shape(architecture))
-        computed = extract_activations(model, images, missing, pooling=model_spec["pooling"])
+        images = load_images(stimuli, shape)
+        computed = extract_activations(model, images, missing,
+                                       pooling={k: model_spec["layer_pooling"][k]
+                                                for k in missing})
         for layer, array in computed.items():
             if cache is not None:
                 cache.put(keys[layer], array, fields[layer])
             cached[layer] = array
     provenance = {
         "Architecture": architecture,
-        "WeightsSource": "trained" if weights["file"] is not None else "random",
+        "WeightsSource": weights["kind"],
+        "Epoch": weights["epoch"],
         "WeightsFile": None if weights["file"] is None else Path(weights["file"]).name,
         "WeightsSHA256": digest,
         "Seed": weights["seed"],
-        "Pooling": model_spec["pooling"],
+        "Pooling": model_spec["layer_pooling"],
         "SoftwareVersions": {"torch": torch.__version__},
         "CacheHits": [layer for layer in layers if layer not in missing],
     }
@@ -104,6 +116,8 @@ class _ExtractActivationsInputSpec(BaseInterfaceInputSpec):
     n_threads = traits.Int(1, usedefault=True, desc="torch threads")
     cache_dir = traits.Either(None, traits.Str, usedefault=True,
                               desc="activation cache root (None: no disk cache)")
+    allow_custom_code = traits.Bool(False, usedefault=True,
+                                    desc="allow a user's architecture from a Python file")
 
 
 class _ExtractActivationsOutputSpec(TraitedSpec):
@@ -122,7 +136,8 @@ class ExtractActivations(SimpleInterface):
                                          [Path(s) for s in self.inputs.stimuli],
                                          self.inputs.n_threads,
                                          Path(self.inputs.cache_dir)
-                                         if self.inputs.cache_dir else None)
+                                         if self.inputs.cache_dir else None,
+                                         self.inputs.allow_custom_code)
         meta.update(model=self.inputs.model_spec["name"], weights=self.inputs.weights["label"],
                     layers=list(acts), stimuli=[Path(s).name for s in self.inputs.stimuli])
         out = Path(runtime.cwd) / "activations.npz"

@@ -152,7 +152,7 @@ class SubjectDerivativesSink(SimpleInterface):
                              "ROINames": {r.roi: r.roi_name for r in table.itertuples()},
                              "Models": [{k: m[k] for k in ("model", "weights", "Architecture",
                                                            "WeightsSource", "WeightsSHA256",
-                                                           "Seed", "Pooling")}
+                                                           "Seed", "Epoch", "Pooling")}
                                         for m in act_metas],
                              "Columns": {
                                  "statistic": params[measure]["Statistic"],
@@ -189,8 +189,9 @@ class ModelDerivativesSink(SimpleInterface):
             for layer in meta["layers"]:
                 acts = npz[layer]
                 sidecar = {k: meta[k] for k in ("Architecture", "WeightsSource", "WeightsFile",
-                                                "WeightsSHA256", "Seed", "Pooling",
+                                                "WeightsSHA256", "Seed", "Epoch",
                                                 "SoftwareVersions")}
+                sidecar["Pooling"] = meta["Pooling"][layer]
                 sidecar.update(LayerName=layer, Shape=list(acts.shape), Stimuli=meta["stimuli"])
                 writer.write("activations", {**ents, "layer": bids_label(layer)},
                              _npy_writer(acts), sidecar)

@@ -11,7 +11,7 @@ from nnbrain.utils.bids import bids_label
 
 
 def init_activations_wf(*, models: tuple[ModelSpec, ...], stimuli: list[str], omp_nthreads: int,
-                        cache_dir: str | None = None,
+                        cache_dir: str | None = None, allow_custom_code: bool = False,
                         name: str = "activations_wf") -> pe.Workflow:
     """Extract the listed layers of every model x weights source.
 
@@ -24,6 +24,8 @@ def init_activations_wf(*, models: tuple[ModelSpec, ...], stimuli: list[str], om
         torch threads per node.
     cache_dir : str, optional
         Root of the activation disk cache.
+    allow_custom_code : bool
+        Allow architectures from the user's Python files.
     name : str
 
     Outputs
@@ -39,7 +41,8 @@ def init_activations_wf(*, models: tuple[ModelSpec, ...], stimuli: list[str], om
     for i, (model, weights) in enumerate(sources, start=1):
         node = pe.Node(ExtractActivations(model_spec=model.to_dict(), weights=weights.to_dict(),
                                           stimuli=stimuli, n_threads=omp_nthreads,
-                                          cache_dir=cache_dir),
+                                          cache_dir=cache_dir,
+                                          allow_custom_code=allow_custom_code),
                        name=f"extract_{bids_label(model.name)}_{bids_label(weights.label)}",
                        n_procs=omp_nthreads)
         workflow.connect([(node, merge_acts, [("activations", f"in{i}")]),

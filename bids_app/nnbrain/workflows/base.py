@@ -132,7 +132,8 @@ def init_nnbrain_wf(settings: Settings, plan: Plan, staging_dir: Path) -> pe.Wor
     stimuli = [str(settings.bids_dir / "stimuli" / s) for s in plan.stimuli]
     activations_wf = init_activations_wf(
         models=plan.models, stimuli=stimuli, omp_nthreads=settings.omp_nthreads,
-        cache_dir=str(settings.cache_dir) if settings.cache_dir else None)
+        cache_dir=str(settings.cache_dir) if settings.cache_dir else None,
+        allow_custom_code=settings.allow_custom_code)
     ds_models = ds_model(staging_dir=staging_dir, rdm_method=RDM_METHOD)
     workflow.connect([(activations_wf, ds_models, [("outputnode.activations", "activations"),
                                                    ("outputnode.metas", "meta")])])
