@@ -69,29 +69,54 @@ class ActivationCache:
         return folder / f"{key}.npy", folder / f"{key}.json"
 
     def get(self, key: str) -> np.ndarray | None:
-        """The cached array, or ``None`` when absent or corrupted (a corrupted entry is removed)."""
+        """The cached array, or ``None`` when absent or corrupted (a corrupted entry is removed).
+
+        The file is read once: its bytes are hashed and the array is a view on them.
+        """
         array_path, meta_path = self._paths(key)
-        if not meta_path.is_file() or not array_path.is_file():
-            return None
         try:
             meta = json.loads(meta_path.read_text())
-            data = array_path.read_bytes()
+            payload = array_path.read_bytes()
         except (OSError, json.JSONDecodeError):
             return None
-        if hashlib.sha256(data).hexdigest() != meta.get("sha256"):
+        if hashlib.sha256(payload).hexdigest() != meta.get("sha256"):
             LOGGER.warning("cache entry %s is corrupted; recomputing", array_path)
             array_path.unlink(missing_ok=True)
             meta_path.unlink(missing_ok=True)
             return None
-        return np.load(array_path, allow_pickle=False)
+        array = _from_npy_bytes(payload)
+        return array.astype(meta["dtype"]) if str(array.dtype) != meta["dtype"] else array
 
     def put(self, key: str, array: np.ndarray, fields: dict[str, Any]) -> None:
-        """Store ``array`` under ``key`` with the fields that made the key (for humans)."""
+        """Store ``array`` under ``key`` with the fields that made the key (for humans).
+
+        float64 arrays whose values are all float32-representable (activations of float32
+        networks) are stored as float32, halving reads; :meth:`get` returns float64 again.
+        """
         array_path, meta_path = self._paths(key)
+        array = np.ascontiguousarray(array)
+        stored = array
+        if array.dtype == np.float64:
+            narrow = array.astype(np.float32)
+            if np.array_equal(narrow, array, equal_nan=True):
+                stored = narrow
         buffer = io.BytesIO()
-        np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
+        np.save(buffer, stored, allow_pickle=False)
         payload = buffer.getvalue()
         atomic_write(array_path, lambda path: path.write_bytes(payload))
         digest = hashlib.sha256(payload).hexdigest()
         write_json(meta_path, {"sha256": digest, "shape": list(array.shape),
-                               "dtype": str(array.dtype), "fields": fields})
+                               "dtype": str(array.dtype), "stored_dtype": str(stored.dtype),
+                               "fields": fields})
+
+
+def _from_npy_bytes(payload: bytes) -> np.ndarray:
+    """A read-only array viewing the data of an in-memory ``.npy`` file."""
+    stream = io.BytesIO(payload)
+    major, _minor = np.lib.format.read_magic(stream)
+    read_header = (np.lib.format.read_array_header_1_0 if major == 1
+                   else np.lib.format.read_array_header_2_0)
+    shape, fortran, dtype = read_header(stream)
+    array = np.frombuffer(payload, dtype=dtype, offset=stream.tell(),
+                          count=int(np.prod(shape, dtype=np.int64)))
+    return array.reshape(shape, order="F" if fortran else "C")
