@@ -13,11 +13,21 @@ References written here from the published formulas (not from nnbrain's code):
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from scipy.stats import ortho_group
 
-from nnbrain.core.cka import center_gram, cka, cka_from_centered, gram_linear
+import nnbrain.core.cka as cka_module
+from nnbrain.core.cka import (
+    center_gram,
+    cka,
+    cka_details,
+    cka_from_centered,
+    gram_linear,
+    median_sq_distance,
+)
 
 
 # --------------------------------------------------------------------------- references
@@ -235,12 +245,14 @@ def test_permuting_samples_jointly_keeps_cka(unbiased):
 
 
 # --------------------------------------------------------------------------- errors
-def test_rbf_kernel_not_available_yet():
+def test_unknown_kernel_raises_and_lists_the_kernels():
+    """(Was: the RBF kernel not available yet. It is now; an unknown name lists both.)"""
     x, y = _pair(9, 10, 3, 3)
     with pytest.raises(ValueError, match="rbf"):
-        cka(x, y, kernel="rbf")
+        cka(x, y, kernel="poly")
     with pytest.raises(ValueError, match="linear"):
-        cka(x, y, kernel="rbf", unbiased=True)
+        cka(x, y, kernel="poly", unbiased=True)
+    assert np.isfinite(cka(x, y, kernel="rbf")) and np.isfinite(cka(x, y, "rbf", unbiased=True))
 
 
 def test_sample_mismatch_raises():
@@ -277,3 +289,313 @@ def test_constant_ones_representation_raises_unbiased():
     x = np.random.default_rng(12).normal(size=(12, 5))
     with pytest.raises(ValueError, match="constant"):
         cka(x, np.ones((12, 2)), unbiased=True)
+
+
+# =========================================================================== issue 14: streaming
+# The colab released with Kornblith et al. (2019), written out here from its published text
+# (evaluated in float64 on the same numbers as the streamed version gets):
+#
+#   gram_rbf(x, threshold): dot = x x'; sq_norms = diag(dot);
+#       sq_distances = -2 dot + sq_norms[:, None] + sq_norms[None, :];
+#       sq_median_distance = np.median(sq_distances);
+#       exp(-sq_distances / (2 threshold^2 sq_median_distance))
+#   center_gram(gram, unbiased): as ref_center_gram above, in the colab's own operations
+#   cka(gram_x, gram_y, debiased): <center(x), center(y)>_F / (||center(x)|| ||center(y)||)
+def colab_gram_linear(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    return x.dot(x.T)
+
+
+def colab_sq_distances(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    dot_products = x.dot(x.T)
+    sq_norms = np.diag(dot_products)
+    return -2 * dot_products + sq_norms[:, None] + sq_norms[None, :]
+
+
+def colab_gram_rbf(x: np.ndarray, threshold: float = 1.0, median: float | None = None):
+    sq_distances = colab_sq_distances(x)
+    sq_median_distance = np.median(sq_distances) if median is None else median
+    return np.exp(-sq_distances / (2 * threshold**2 * sq_median_distance))
+
+
+def colab_center_gram(gram: np.ndarray, unbiased: bool = False) -> np.ndarray:
+    if not np.allclose(gram, gram.T):
+        raise ValueError("Input must be a symmetric matrix.")
+    gram = gram.copy()
+    if unbiased:
+        n = gram.shape[0]
+        np.fill_diagonal(gram, 0)
+        means = np.sum(gram, 0, dtype=np.float64) / (n - 2)
+        means -= np.sum(means) / (2 * (n - 1))
+        gram -= means[:, None]
+        gram -= means[None, :]
+        np.fill_diagonal(gram, 0)
+    else:
+        means = np.mean(gram, 0, dtype=np.float64)
+        means -= np.mean(means) / 2
+        gram -= means[:, None]
+        gram -= means[None, :]
+    return gram
+
+
+def colab_cka(gram_x: np.ndarray, gram_y: np.ndarray, debiased: bool = False) -> float:
+    gram_x = colab_center_gram(gram_x, unbiased=debiased)
+    gram_y = colab_center_gram(gram_y, unbiased=debiased)
+    scaled_hsic = gram_x.ravel().dot(gram_y.ravel())
+    return float(scaled_hsic / (np.linalg.norm(gram_x) * np.linalg.norm(gram_y)))
+
+
+def colab_value(x, y, kernel, unbiased, sigma=1.0, medians=None):
+    x64, y64 = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    if kernel == "linear":
+        return colab_cka(colab_gram_linear(x64), colab_gram_linear(y64), unbiased)
+    mx, my = medians if medians is not None else (None, None)
+    return colab_cka(colab_gram_rbf(x64, sigma, mx), colab_gram_rbf(y64, sigma, my), unbiased)
+
+
+def _nonlinear_pair(seed: int, n: int, px: int, py: int, dtype=np.float64):
+    """A pair related non-linearly, with a feature offset (centering must not matter)."""
+    rng = np.random.default_rng(seed)
+    latent = rng.normal(size=(n, 2))
+    x = np.tanh(latent @ rng.normal(size=(2, px))) + 0.4 * rng.normal(size=(n, px)) + 3.0
+    y = (latent + 0.5 * latent**2) @ rng.normal(size=(2, py)) + 0.6 * rng.normal(size=(n, py))
+    return x.astype(dtype), y.astype(dtype)
+
+
+N_STREAM = 37
+BLOCKS = [None, 1, 5, 8, N_STREAM, N_STREAM + 20]  # 5 and 8 do not divide 37
+
+
+@pytest.mark.parametrize("block_size", BLOCKS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("unbiased", [False, True])
+@pytest.mark.parametrize("kernel", ["linear", "rbf"])
+def test_streamed_cka_equals_colab_for_every_block(kernel, unbiased, dtype, block_size):
+    x, y = _nonlinear_pair(20, N_STREAM, 6, 4, dtype)
+    want = colab_value(x, y, kernel, unbiased)
+    got = cka(x, y, kernel=kernel, unbiased=unbiased, block_size=block_size)
+    assert isinstance(got, float)
+    assert got == pytest.approx(want, abs=1e-8)
+    assert abs(want) > 0.05  # a non-trivial value
+
+
+@pytest.mark.parametrize("sigma", [0.3, 0.8, 2.5])
+@pytest.mark.parametrize("unbiased", [False, True])
+def test_rbf_sigma_is_the_colab_threshold(sigma, unbiased):
+    x, y = _nonlinear_pair(21, 60, 5, 7)
+    want = colab_value(x, y, "rbf", unbiased, sigma=sigma)
+    for block in (None, 13):
+        got = cka_details(x, y, "rbf", unbiased, sigma=sigma, block_size=block)
+        assert got.value == pytest.approx(want, abs=1e-8)
+        mx = np.median(colab_sq_distances(x))
+        assert got.median_sq_distance[0] == pytest.approx(mx, rel=1e-12)
+        assert got.bandwidth[0] == pytest.approx(sigma * np.sqrt(mx), rel=1e-12)
+        assert got.median_source == "exact" and got.median_n_rows == 60
+
+
+@pytest.mark.parametrize("unbiased", [False, True])
+def test_rbf_against_song_hsic_formula(unbiased):
+    """The streamed RBF HSIC estimates equal Song's HSIC_1 / the biased trace formula."""
+    x, y = _nonlinear_pair(22, 30, 4, 3)
+    k, l = colab_gram_rbf(x), colab_gram_rbf(y)  # noqa: E741
+    hsic = hsic_unbiased_song if unbiased else hsic_biased
+    got = cka_details(x, y, "rbf", unbiased, block_size=7)
+    assert got.hsic_xy == pytest.approx(hsic(k, l), rel=1e-9)
+    assert got.hsic_xx == pytest.approx(hsic(k, k), rel=1e-9)
+    assert got.hsic_yy == pytest.approx(hsic(l, l), rel=1e-9)
+
+
+@pytest.mark.parametrize("block_size", [None, 1, 3, 64, 500])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("unbiased", [False, True])
+def test_feature_space_linear_equals_gram_linear(unbiased, dtype, block_size):
+    x, y = _pair(23, 64, 90, 12, dtype=dtype)
+    x = x + np.asarray(100.0, dtype)  # a large offset: centering is exact in feature space
+    want = cka_from_centered(
+        center_gram(gram_linear(x), unbiased), center_gram(gram_linear(y), unbiased)
+    )
+    got = cka_details(x, y, "linear", unbiased, block_size=block_size)
+    assert got.value == pytest.approx(want, abs=1e-9)
+    n = 64
+    if unbiased:  # the HSIC values themselves: Song's HSIC_1
+        k, l = ref_gram_linear(x), ref_gram_linear(y)  # noqa: E741
+        assert got.hsic_xy == pytest.approx(hsic_unbiased_song(k, l), rel=1e-7)
+    else:
+        kc = center_gram(gram_linear(x))
+        lc = center_gram(gram_linear(y))
+        assert got.hsic_xy == pytest.approx(np.sum(kc * lc) / (n - 1) ** 2, rel=1e-7)
+
+
+@pytest.mark.parametrize("n", [2, 3, 4, 5, 36, 37])
+def test_exact_median_equals_np_median_of_the_full_matrix(n):
+    x = np.random.default_rng(n).normal(size=(n, 3))
+    want = np.median(colab_sq_distances(x))
+    for block in (None, 1, 2, 7):
+        assert median_sq_distance(x, block_size=block) == pytest.approx(want, rel=1e-12)
+
+
+@pytest.mark.parametrize(("sample_pairs", "seed"), [(500, 0), (500, 1), (3, 0), (1, 5)])
+def test_exact_median_bracket_path_is_exact_and_seed_free(sample_pairs, seed):
+    """Bracketing by a pair sample (and widening when a tiny sample misses) stays exact."""
+    x = np.random.default_rng(24).normal(size=(301, 5)) ** 3  # skewed distances
+    want = np.median(colab_sq_distances(x))
+    rows = cka_module._augmented_rows(x, x.mean(axis=0), np.dtype(np.float64))
+    backend = cka_module._NumpyBackend("float64")
+    got = cka_module._exact_median(x, rows, backend, 17, seed, sample_pairs=sample_pairs,
+                                   collect_all=100)
+    backend.close()
+    assert got == pytest.approx(want, rel=1e-12)
+
+
+def test_subsample_median_is_seeded_and_recorded():
+    x, y = _nonlinear_pair(25, 90, 5, 4)
+    d = cka_details(x, y, "rbf", True, median_max_rows=40, seed=3, block_size=16)
+    assert (d.median_source, d.median_n_rows, d.median_seed) == ("subsample", 40, 3)
+    idx = np.sort(np.random.default_rng(3).choice(90, 40, replace=False))
+    mx = np.median(colab_sq_distances(x[idx]))
+    my = np.median(colab_sq_distances(y[idx]))
+    assert d.median_sq_distance == pytest.approx((mx, my), rel=1e-12)
+    # the HSIC itself is exact over all 90 rows, with that bandwidth
+    assert d.value == pytest.approx(colab_value(x, y, "rbf", True, medians=(mx, my)), abs=1e-8)
+    again = cka_details(x, y, "rbf", True, median_max_rows=40, seed=3)
+    assert again.median_sq_distance == d.median_sq_distance and again.value == pytest.approx(
+        d.value, abs=1e-12)
+    other = cka_details(x, y, "rbf", True, median_max_rows=40, seed=4)
+    assert other.median_sq_distance != d.median_sq_distance
+    full = cka_details(x, y, "rbf", True, median_max_rows=90)
+    assert full.median_source == "exact" and full.median_seed is None
+    record = json.loads(json.dumps(d.to_dict()))  # sidecar-ready
+    assert record["median_seed"] == 3 and record["median_sq_distance"] == list(
+        d.median_sq_distance)
+
+
+def test_user_median_is_used_and_recorded():
+    x, y = _nonlinear_pair(26, 40, 5, 4)
+    d = cka_details(x, y, "rbf", False, sigma=0.5, median_sq_distance=(2.0, 3.0))
+    assert d.median_source == "user" and d.median_n_rows is None
+    assert d.bandwidth == pytest.approx((0.5 * np.sqrt(2.0), 0.5 * np.sqrt(3.0)))
+    want = colab_value(x, y, "rbf", False, sigma=0.5, medians=(2.0, 3.0))
+    assert d.value == pytest.approx(want, abs=1e-8)
+
+
+@pytest.mark.parametrize("unbiased", [False, True])
+def test_checkpoint_resume_gives_the_identical_value(tmp_path, unbiased):
+    x, y = _nonlinear_pair(27, 50, 6, 5, np.float32)
+    full = cka_details(x, y, "rbf", unbiased, block_size=8)  # 7 x 8 / 2 = 28 tiles
+    assert full.n_tiles == 28
+    path = tmp_path / "cka_checkpoint.npz"
+    first = cka_details(x, y, "rbf", unbiased, block_size=8, checkpoint=path, max_tiles=5)
+    assert (first.complete, first.tiles_done, np.isnan(first.value)) == (False, 5, True)
+    assert path.exists() and not list(tmp_path.glob("*.tmp"))
+    second = cka_details(x, y, "rbf", unbiased, block_size=8, checkpoint=path, max_tiles=10)
+    assert (second.complete, second.tiles_done) == (False, 15)
+    last = cka_details(x, y, "rbf", unbiased, block_size=8, checkpoint=path)
+    assert last.complete and last.tiles_done == 28
+    assert last.value == full.value  # identical, not just close
+    assert (last.hsic_xy, last.hsic_xx, last.hsic_yy) == (full.hsic_xy, full.hsic_xx,
+                                                          full.hsic_yy)
+    assert cka(x, y, "rbf", unbiased, block_size=8, checkpoint=path) == full.value  # done
+
+
+def test_checkpoint_refuses_other_inputs(tmp_path):
+    x, y = _nonlinear_pair(28, 30, 4, 4)
+    path = tmp_path / "c.npz"
+    cka_details(x, y, "rbf", True, block_size=8, checkpoint=path, max_tiles=2)
+    with pytest.raises(ValueError, match="checkpoint"):
+        cka_details(x + 1e-3 * np.arange(4), y, "rbf", True, block_size=8, checkpoint=path)
+    with pytest.raises(ValueError, match="checkpoint"):
+        cka_details(x, y, "rbf", False, block_size=8, checkpoint=path)
+    with pytest.raises(ValueError, match="checkpoint"):
+        cka_details(x, y, "rbf", True, block_size=8, sigma=2.0, checkpoint=path)
+    with pytest.raises(ValueError, match="max_tiles"):
+        cka_details(x, y, "rbf", True, max_tiles=2)
+
+
+def test_interrupted_pass_keeps_the_last_checkpoint(tmp_path, monkeypatch):
+    """A crash mid-pass leaves the last periodic checkpoint (whole tiles only) to resume from."""
+    x, y = _nonlinear_pair(29, 40, 4, 3)
+    full = cka_details(x, y, "rbf", True, block_size=8)
+    path = tmp_path / "c.npz"
+    calls = {"n": 0}
+    original = cka_module._one_tile
+
+    def crash_after_seven(*args, **kwargs):
+        if calls["n"] == 7:
+            raise KeyboardInterrupt
+        calls["n"] += 1
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(cka_module, "_one_tile", crash_after_seven)
+    with pytest.raises(KeyboardInterrupt):
+        cka_details(x, y, "rbf", True, block_size=8, checkpoint=path, checkpoint_every_s=0.0)
+    monkeypatch.setattr(cka_module, "_one_tile", original)
+    with np.load(path) as saved:
+        assert int(saved["next_tile"]) == 7
+    assert cka_details(x, y, "rbf", True, block_size=8, checkpoint=path).value == full.value
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("unbiased", [False, True])
+@pytest.mark.parametrize("kernel", ["linear", "rbf"])
+def test_torch_cpu_path_equals_numpy_path(kernel, unbiased, dtype):
+    pytest.importorskip("torch")
+    x, y = _nonlinear_pair(30, 45, 7, 3, dtype)
+    want = cka_details(x, y, kernel, unbiased, block_size=10)
+    got = cka_details(x, y, kernel, unbiased, block_size=10, device="cpu")
+    assert got.device == "torch:cpu" and want.device == "numpy"
+    assert got.value == pytest.approx(want.value, abs=1e-12)
+    assert got.median_sq_distance == pytest.approx(want.median_sq_distance or (0, 0), rel=1e-12) \
+        if kernel == "rbf" else got.median_sq_distance is None
+
+
+@pytest.mark.parametrize("kernel", ["linear", "rbf"])
+def test_float32_compute_is_close_and_sums_stay_float64(kernel):
+    """float32 tiles / GEMMs, float64 sums: about 1e-6 here (documented), not 1e-3."""
+    x, y = _nonlinear_pair(31, 200, 30, 20, np.float32)
+    want = cka(x, y, kernel, True)
+    got = cka_details(x, y, kernel, True, block_size=32, compute_dtype="float32")
+    assert got.compute_dtype == "float32"
+    assert got.value == pytest.approx(want, abs=1e-5)
+    if kernel == "rbf":
+        torch_got = pytest.importorskip("torch") and cka(
+            x, y, kernel, True, block_size=32, device="cpu", compute_dtype="float32")
+        assert torch_got == pytest.approx(want, abs=1e-5)
+
+
+@pytest.mark.parametrize("unbiased", [False, True])
+def test_rbf_invariances(unbiased):
+    x, y = _nonlinear_pair(32, 30, 6, 4)
+    base = cka(x, y, "rbf", unbiased)
+    q = ortho_group.rvs(6, random_state=np.random.default_rng(5))
+    assert cka(x @ q, y, "rbf", unbiased) == pytest.approx(base, abs=1e-10)
+    assert cka(7.0 * x - 3.0, y, "rbf", unbiased) == pytest.approx(base, abs=1e-10)
+    assert cka(y, x, "rbf", unbiased) == pytest.approx(base, abs=1e-12)
+    assert cka(x, x, "rbf", unbiased) == pytest.approx(1.0, abs=1e-12)
+    p = np.random.default_rng(6).permutation(30)
+    assert cka(x[p], y[p], "rbf", unbiased, block_size=7) == pytest.approx(base, abs=1e-12)
+
+
+def test_progress_bar_and_details(capsys):
+    x, y = _nonlinear_pair(33, 40, 4, 4)
+    d = cka_details(x, y, "rbf", True, block_size=8, progress=True)
+    assert d.complete and d.tiles_done == d.n_tiles == 15
+    assert d.n == 40 and d.n_features == (4, 4) and d.block_size == 8
+    assert "15/15" in capsys.readouterr().err  # tqdm's bar
+
+
+def test_streaming_errors():
+    x, y = _nonlinear_pair(34, 20, 3, 3)
+    with pytest.raises(ValueError, match="compute_dtype"):
+        cka(x, y, compute_dtype="float16")
+    with pytest.raises(ValueError, match="sigma"):
+        cka(x, y, "rbf", sigma=0.0)
+    with pytest.raises(ValueError, match="block_size"):
+        cka(x, y, "rbf", block_size=-1)
+    dup = np.vstack([np.repeat(x[:1], 16, axis=0), x[1:5]])  # most pairs coincide
+    with pytest.raises(ValueError, match="median"):
+        cka(dup, y, "rbf")
+    with pytest.raises(ValueError, match="n >= 4"):
+        cka(x[:3], y[:3], "rbf", unbiased=True)
+    with pytest.raises(ValueError, match="NaN"):
+        cka(np.where(np.eye(20, 3) > 0, np.nan, x), y, "rbf")

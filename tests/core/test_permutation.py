@@ -2,7 +2,11 @@
 
 The brute force permutes the *square* RDM (rows and columns together) / the reference's rows with
 the very same permutations the package draws (``stimulus_permutations(n, n_perm, seed)``) and
-recomputes the statistic from scratch with scipy / the published CKA formula.
+recomputes the statistic from scratch with scipy / the published formulas (Kendall's tau-a from
+all pairs of entries, tau-b from scipy, rho-a from scipy's ranks) / the published CKA formula.
+Data with ties (categorical model RDMs, rounded RDMs) run through every Mantel path: the Kendall
+kernel's direct comparisons (runs of <= 64 entries), its chunked slot counting (longer runs, and
+runs of tied reference entries longer than 64), and the torch path (``device="cpu"``).
 """
 
 from __future__ import annotations
@@ -10,17 +14,20 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from scipy.spatial.distance import pdist, squareform
-from scipy.stats import kstest, pearsonr, spearmanr
+from scipy.stats import kendalltau, kstest, pearsonr, rankdata, spearmanr
 
 from nnbrain.core.cka import cka
-from nnbrain.core.compare import COMPARATORS, compare_rdms
+from nnbrain.core.compare import compare_rdms
 from nnbrain.core.permutation import (
+    MANTEL_METHODS,
     PermutationResult,
     cka_permutation_batch,
     mantel_test,
     mantel_test_batch,
     stimulus_permutations,
 )
+
+METHODS = sorted(MANTEL_METHODS)
 
 TIE_TOL = 1e-9  # brute-force statistics are compared with this tolerance ...
 AMBIGUOUS = 1e-13  # ... and must not fall in (AMBIGUOUS, TIE_TOL) of the observed one
@@ -30,10 +37,27 @@ def _cosine(a, b):
     return float(np.sum(a * b) / np.sqrt(np.sum(a * a) * np.sum(b * b)))
 
 
+def _tau_a(a, b):
+    """(concordant - discordant) / all pairs, from the full m x m sign matrices."""
+    m = len(a)
+    signs = np.sign(a[:, None] - a[None, :]) * np.sign(b[:, None] - b[None, :])
+    return float(signs.sum() / (m * (m - 1)))  # each pair twice
+
+
+def _rho_a(a, b):
+    """12 sum((r_a - mean)(r_b - mean)) / (m^3 - m), tie-averaged ranks (Nili et al. 2014)."""
+    m = len(a)
+    ra, rb = rankdata(a), rankdata(b)
+    return float(12 * np.sum((ra - ra.mean()) * (rb - rb.mean())) / (m**3 - m))
+
+
 REFERENCE = {
     "spearman": lambda a, b: float(spearmanr(a, b).statistic),
     "pearson": lambda a, b: float(pearsonr(a, b).statistic),
     "cosine": _cosine,
+    "tau-a": _tau_a,
+    "tau-b": lambda a, b: float(kendalltau(a, b).statistic),
+    "rho-a": _rho_a,
 }
 
 
@@ -107,6 +131,32 @@ def _rdms(seed: int, n: int, **kwargs):
     return pdist(reference, "correlation"), np.stack([pdist(c, "correlation") for c in candidates])
 
 
+def _categorical(rng, n: int, n_categories: int) -> np.ndarray:
+    """A model RDM: 0 within a category, 1 between (massively tied)."""
+    labels = rng.integers(0, n_categories, size=(n, 1)).astype(float)
+    return (pdist(labels) > 0).astype(float)
+
+
+def _tied_rdms(kind: str, seed: int, n: int):
+    """(reference, candidates) with ties: "categorical" candidates (model RDMs against a brain
+    RDM), "categorical-reference" (the model RDM's labels permuted), or "rounded" (both)."""
+    rng = np.random.default_rng(seed)
+    reference, candidates = _rdms(seed, n, strengths=(0.3, 1.0, 3.0))
+    if kind == "categorical":
+        model = _categorical(rng, n, 3)
+        # a graded model too: 0 within, 1 or 2 between categories
+        graded = pdist(rng.integers(0, 3, size=(n, 1)).astype(float))
+        return reference, np.stack([model, graded, candidates[2]])
+    if kind == "categorical-reference":
+        return _categorical(rng, n, 2), candidates
+    if kind == "rounded":
+        return np.round(reference, 1), np.round(candidates, 1)
+    raise AssertionError(kind)
+
+
+TIED = ["categorical", "categorical-reference", "rounded"]
+
+
 # --------------------------------------------------------------------------- permutations
 def test_stimulus_permutations():
     perms = stimulus_permutations(9, 500, seed=3)
@@ -121,7 +171,7 @@ def test_stimulus_permutations():
 
 
 # --------------------------------------------------------------------------- Mantel
-@pytest.mark.parametrize("method", sorted(COMPARATORS))
+@pytest.mark.parametrize("method", METHODS)
 def test_mantel_statistic_equals_compare_rdms(method):
     reference, candidates = _rdms(0, 11)
     res = mantel_test_batch(reference, candidates, method=method, n_permutations=50, seed=1)
@@ -135,7 +185,7 @@ def test_mantel_statistic_equals_compare_rdms(method):
     )
 
 
-@pytest.mark.parametrize("method", sorted(COMPARATORS))
+@pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize(("seed", "n", "n_perm"), [(2, 10, 199), (3, 7, 150)])
 def test_mantel_p_values_match_brute_force(method, seed, n, n_perm):
     reference, candidates = _rdms(seed, n)
@@ -162,7 +212,7 @@ def test_mantel_p_uses_the_seeded_permutations():
     np.testing.assert_array_equal(a.statistic, c.statistic)
 
 
-@pytest.mark.parametrize("method", sorted(COMPARATORS))
+@pytest.mark.parametrize("method", METHODS)
 def test_mantel_chunking_does_not_change_results(method):
     reference, candidates = _rdms(4, 9)
     whole = mantel_test_batch(reference, candidates, method, n_permutations=101, seed=5)
@@ -173,9 +223,9 @@ def test_mantel_chunking_does_not_change_results(method):
 
 def test_mantel_test_single_pair():
     reference, candidates = _rdms(6, 10)
-    stat, p = mantel_test(reference, candidates[2], n_permutations=99, seed=2)
+    stat, p = mantel_test(reference, candidates[2], "spearman", n_permutations=99, seed=2)
     assert isinstance(stat, float) and isinstance(p, float)
-    batch = mantel_test_batch(reference, candidates[2], n_permutations=99, seed=2)
+    batch = mantel_test_batch(reference, candidates[2], "spearman", n_permutations=99, seed=2)
     assert stat == batch.statistic[0] and p == batch.p_value[0]
     assert batch.p_fwe[0] == batch.p_value[0]  # a family of one
     want_stat, want_p, _ = brute_force_mantel(
@@ -191,7 +241,7 @@ def test_p_value_grid_and_fwe_dominates():
         n = int(rng.integers(5, 14))
         n_perm = int(rng.integers(20, 120))
         reference, candidates = _rdms(seed, n, strengths=tuple(rng.uniform(0, 1, size=5)))
-        method = sorted(COMPARATORS)[seed % len(COMPARATORS)]
+        method = METHODS[seed % len(METHODS)]
         res = mantel_test_batch(reference, candidates, method, n_permutations=n_perm, seed=seed)
         for p in (res.p_value, res.p_fwe):
             counts = p * (n_perm + 1)
@@ -200,7 +250,7 @@ def test_p_value_grid_and_fwe_dominates():
         assert np.all(res.p_fwe >= res.p_value)
 
 
-@pytest.mark.parametrize("method", sorted(COMPARATORS))
+@pytest.mark.parametrize("method", METHODS)
 def test_mantel_null_p_values_are_uniform(method):
     n_perm = 199
     pvals = []
@@ -214,7 +264,7 @@ def test_mantel_null_p_values_are_uniform(method):
     assert 0.005 < np.mean(pvals <= 0.05) < 0.12  # the test's size is about nominal
 
 
-@pytest.mark.parametrize("method", sorted(COMPARATORS))
+@pytest.mark.parametrize("method", METHODS)
 def test_mantel_related_rdms_are_significant(method):
     reference, candidates = _rdms(7, 12, strengths=(3.0,), n_chan=30, ref_noise=0.3)
     res = mantel_test_batch(reference, candidates, method, n_permutations=199, seed=0)
@@ -222,6 +272,186 @@ def test_mantel_related_rdms_are_significant(method):
         assert res.statistic[0] > 0.5
     assert res.p_value[0] < 0.01
     assert res.p_fwe[0] < 0.01
+
+
+# --------------------------------------------------------------------------- Mantel with ties
+RSATOOLBOX_NAME = {"cosine": "cosine", "pearson": "corr", "rho-a": "rho-a", "spearman": "spearman",
+                   "tau-a": "tau-a", "tau-b": "tau-b"}
+
+
+def _brute_null(reference, candidates, method, perms):
+    square = squareform(reference)
+    return np.array([[_compare(squareform(square[np.ix_(p, p)], checks=False), c, method)
+                      for c in candidates] for p in perms])
+
+
+@pytest.mark.parametrize("kind", TIED)
+@pytest.mark.parametrize("method", METHODS)
+def test_mantel_statistic_with_ties_equals_references(method, kind):
+    from rsatoolbox.rdm import RDMs
+    from rsatoolbox.rdm import compare as rsa_compare
+
+    reference, candidates = _tied_rdms(kind, 20, 24)
+    res = mantel_test_batch(reference, candidates, method, n_permutations=9, seed=0)
+    want = [_compare(reference, c, method) for c in candidates]
+    np.testing.assert_allclose(res.statistic, want, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(
+        res.statistic, compare_rdms(candidates, reference, method)[:, 0], rtol=0, atol=1e-12
+    )
+    peer = rsa_compare(RDMs(candidates), RDMs(reference[None]), RSATOOLBOX_NAME[method])[:, 0]
+    np.testing.assert_allclose(res.statistic, peer, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("kind", ["continuous", *TIED])
+@pytest.mark.parametrize("method", ["tau-a", "tau-b"])
+@pytest.mark.parametrize("n", [14, 40])
+def test_kendall_null_equals_brute_force(method, kind, n):
+    """Every null value, not just the p-values: n=14 (91 entries: one chunked walk, runs of tied
+    reference entries short enough for direct comparison), n=40 (780 entries, tied runs >64)."""
+    if kind == "continuous":
+        reference, candidates = _rdms(21, n)
+    else:
+        reference, candidates = _tied_rdms(kind, 21, n)
+    perms = stimulus_permutations(n, 6, 4)
+    stat, null, _ = MANTEL_METHODS[method](reference, candidates, perms, None, 1024)
+    np.testing.assert_allclose(stat, [_compare(reference, c, method) for c in candidates],
+                               rtol=0, atol=1e-14)
+    np.testing.assert_allclose(null, _brute_null(reference, candidates, method, perms), rtol=0,
+                               atol=1e-14)
+
+
+@pytest.mark.parametrize("kind", TIED)
+@pytest.mark.parametrize("method", METHODS)
+def test_mantel_p_values_with_ties_match_brute_force(method, kind):
+    reference, candidates = _tied_rdms(kind, 22, 24)
+    n_perm = 60
+    res = mantel_test_batch(reference, candidates, method, n_permutations=n_perm, seed=8)
+    stat, p, p_fwe = brute_force_mantel(reference, candidates, method,
+                                        stimulus_permutations(24, n_perm, 8))
+    np.testing.assert_allclose(res.statistic, stat, rtol=0, atol=1e-10)
+    np.testing.assert_array_equal(res.p_value, p)
+    np.testing.assert_array_equal(res.p_fwe, p_fwe)
+    assert np.all(res.p_fwe >= res.p_value)
+
+
+@pytest.mark.parametrize(("method", "kind"), [
+    *[(method, "rounded") for method in METHODS],
+    *[(method, kind) for method in ("tau-a", "tau-b")
+      for kind in ("continuous", "categorical", "categorical-reference")],
+])
+def test_torch_path_equals_default_path(method, kind):
+    """device="cpu" runs the torch implementation (the one CUDA would run): same results."""
+    if kind == "continuous":
+        reference, candidates = _rdms(23, 24)
+    else:
+        reference, candidates = _tied_rdms(kind, 23, 24)
+    default = mantel_test_batch(reference, candidates, method, n_permutations=50, seed=3)
+    torch_cpu = mantel_test_batch(reference, candidates, method, n_permutations=50, seed=3,
+                                  chunk=16, device="cpu")
+    np.testing.assert_allclose(torch_cpu.statistic, default.statistic, rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(torch_cpu.p_value, default.p_value)
+    np.testing.assert_array_equal(torch_cpu.p_fwe, default.p_fwe)
+    assert torch_cpu.seed == default.seed == 3 and torch_cpu.method == method
+
+
+def test_kendall_longer_chunks(monkeypatch):
+    """The kernel variant for long RDMs (chunks of 64 entries, used above 16384 entries) agrees
+    with the default variant (checked here on a small RDM by forcing it)."""
+    from nnbrain.core import permutation
+
+    reference, candidates = _tied_rdms("rounded", 24, 40)
+    want = mantel_test_batch(reference, candidates, "tau-a", n_permutations=40, seed=1)
+    monkeypatch.setattr(permutation, "_kendall_chunk", lambda m: 64)
+    got = mantel_test_batch(reference, candidates, "tau-a", n_permutations=40, seed=1)
+    np.testing.assert_array_equal(got.statistic, want.statistic)
+    np.testing.assert_array_equal(got.p_value, want.p_value)
+    np.testing.assert_array_equal(got.p_fwe, want.p_fwe)
+
+
+@pytest.mark.parametrize("device", [None, "cpu"])
+def test_tau_a_and_tau_b_differ_with_ties(device):
+    """A categorical model RDM against a brain RDM: "tau-a" (the default, Nili et al. 2014) is
+    (C - D) / all pairs, "tau-b" (scipy's kendalltau) divides by the untied pairs instead."""
+    rng = np.random.default_rng(30)
+    brain = pdist(rng.normal(size=(20, 6)), "correlation")
+    labels = np.repeat(np.arange(4), 5)[:, None].astype(float)
+    model = (pdist(labels) > 0).astype(float)  # 0 within, 1 between: 4 x 10 = 40 tied pairs
+    m = model.size
+    total = m * (m - 1) // 2
+    tied_model = 40 * 39 // 2 + (m - 40) * (m - 41) // 2
+    stat_default, p_default = mantel_test(brain, model, n_permutations=99, seed=1, device=device)
+    stat_a, p_a = mantel_test(brain, model, "tau-a", n_permutations=99, seed=1, device=device)
+    stat_b, p_b = mantel_test(brain, model, "tau-b", n_permutations=99, seed=1, device=device)
+    assert (stat_default, p_default) == (stat_a, p_a)
+    assert stat_a == pytest.approx(_tau_a(brain, model), abs=1e-14)
+    assert stat_b == pytest.approx(kendalltau(brain, model).statistic, abs=1e-14)
+    assert abs(stat_b) > abs(stat_a) + 0.01  # with ties the two differ ...
+    assert stat_b / stat_a == pytest.approx(total / np.sqrt(total * (total - tied_model)))
+    assert p_a == p_b  # ... by a constant factor: same permutation p-value
+    batch = mantel_test_batch(brain, np.stack([model, brain + 0.0]), "tau-b", n_permutations=99,
+                              seed=1, device=device)
+    assert batch.statistic[0] == pytest.approx(stat_b, abs=1e-15)
+    assert batch.statistic[1] == pytest.approx(1.0)  # without ties tau-b = tau-a
+    # without ties in either RDM the two are the same number
+    untied_a, _ = mantel_test(brain, brain[::-1].copy(), "tau-a", n_permutations=9, seed=1)
+    untied_b, _ = mantel_test(brain, brain[::-1].copy(), "tau-b", n_permutations=9, seed=1)
+    assert untied_a == untied_b
+
+
+@pytest.mark.parametrize("method", ["tau-a", "spearman"])
+def test_square_and_condensed_inputs_agree(method):
+    reference, candidates = _tied_rdms("categorical", 31, 12)
+    want = mantel_test_batch(reference, candidates, method, n_permutations=49, seed=2)
+    square_ref = squareform(reference)
+    square_cands = np.stack([squareform(c) for c in candidates])
+    for ref, cands in [(square_ref, candidates), (reference, square_cands),
+                       (square_ref, square_cands)]:
+        got = mantel_test_batch(ref, cands, method, n_permutations=49, seed=2)
+        np.testing.assert_array_equal(got.statistic, want.statistic)
+        np.testing.assert_array_equal(got.p_value, want.p_value)
+        np.testing.assert_array_equal(got.p_fwe, want.p_fwe)
+    single = mantel_test(square_ref, square_cands[1], method, n_permutations=49, seed=2)
+    assert single == mantel_test(reference, candidates[1], method, n_permutations=49, seed=2)
+    assert single[0] == pytest.approx(want.statistic[1], abs=1e-15)
+    assert single[1] == want.p_value[1]
+
+
+def test_mantel_defaults_and_seed_none():
+    reference, candidates = _rdms(32, 9, strengths=(3.0,))
+    res = mantel_test_batch(reference, candidates, n_permutations=30)  # seed=None
+    assert res.method == "tau-a" and res.n_permutations == 30
+    assert isinstance(res.seed, int)
+    again = mantel_test_batch(reference, candidates, n_permutations=30, seed=res.seed)
+    np.testing.assert_array_equal(again.p_value, res.p_value)
+    other = mantel_test_batch(reference, candidates, n_permutations=30)
+    assert other.seed != res.seed
+    stat, p = mantel_test(reference, candidates[0], n_permutations=30)
+    assert stat == res.statistic[0] and 1 / 31 <= p <= 1
+    # same seed, same p (for the default method and n_permutations=10000 too)
+    assert mantel_test(reference, candidates[0], seed=5) == mantel_test(reference, candidates[0],
+                                                                        seed=5)
+
+
+def test_mantel_constant_candidate():
+    reference, _ = _rdms(33, 9)
+    stat, p = mantel_test(reference, np.ones_like(reference), "tau-a", n_permutations=19, seed=0)
+    assert stat == 0.0 and p == 1.0
+    with pytest.raises(ValueError, match="constant"):
+        mantel_test(reference, np.ones_like(reference), "tau-b", n_permutations=19, seed=0)
+
+
+def test_mantel_input_errors():
+    reference, candidates = _rdms(34, 8)
+    with pytest.raises(ValueError, match=r"unknown method 'kendall'; choose from \['cosine'"):
+        mantel_test_batch(reference, candidates, "kendall")
+    with pytest.raises(ValueError, match="reference must be one RDM"):
+        mantel_test_batch(candidates, candidates, n_permutations=5)
+    with pytest.raises(ValueError, match="differ in length"):
+        mantel_test_batch(reference, _rdms(34, 9)[1], n_permutations=5)
+    with pytest.raises(ValueError, match="b must be one RDM"):
+        mantel_test(reference, candidates, n_permutations=5)
+    with pytest.raises(ValueError, match="positive"):
+        mantel_test_batch(reference, candidates, n_permutations=0)
 
 
 # --------------------------------------------------------------------------- CKA
