@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -92,17 +93,17 @@ def _expected_files() -> set[str]:
         for roi in ("roiA", "roiB", "roiC"):
             for name in (f"label-{roi}_desc-betas_patterns", f"label-{roi}_desc-correlation_relmat"):
                 files |= {f"{stem}_{name}.tsv", f"{stem}_{name}.json"}
-        for measure in ("rsa", "cka"):
+        for measure in ("rsa", "cka", "nss"):
             files |= {f"{stem}_desc-{measure}_similarity.tsv", f"{stem}_desc-{measure}_similarity.json"}
     for weights in ("trained", "ckptepoch1", "ckptepoch2", "ckptepoch4", "random1", "random2"):
         for layer in ("conv1", "conv2", "conv3", "fc1", "fc2"):
             stem = f"models/model-digitcnn/model-digitcnn_weights-{weights}_layer-{layer}"
             files |= {f"{stem}_activations.npy", f"{stem}_activations.json",
                       f"{stem}_desc-correlation_relmat.tsv", f"{stem}_desc-correlation_relmat.json"}
-    for desc in ("rsa", "rsaMean", "cka", "ckaMean"):
+    for desc in ("rsa", "rsaMean", "cka", "ckaMean", "nss", "nssMean"):
         files |= {f"task-digits_{space}_desc-{desc}_similarity.tsv",
                   f"task-digits_{space}_desc-{desc}_similarity.json"}
-    files |= {f"figures/task-digits_{space}_desc-{m}_similarity.png" for m in ("rsa", "cka")}
+    files |= {f"figures/task-digits_{space}_desc-{m}_similarity.png" for m in ("rsa", "cka", "nss")}
     return files
 
 
@@ -202,3 +203,29 @@ def test_rerun_refuses_to_overwrite_without_flag(demo_run) -> None:
     proc = subprocess.run(group + ["--overwrite"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert _git(out, "status", "--porcelain") == ""
+
+
+def test_neural_similarity_score_ranks_trained_above_random(demo_run) -> None:
+    """The plant is in the trained network: its score at the planted ROI-layer pairs is > 0."""
+    from nnbrain.core.scores import neural_similarity_score
+
+    cka = _table(demo_run["out"], "01", "cka")
+    nss = _table(demo_run["out"], "01", "nss")
+    assert set(nss["weights"]) == {"trained", "ckptepoch1", "ckptepoch2", "ckptepoch4"}
+    assert (nss["n_seeds"] == 2).all() and nss["p_value"].isna().all()
+
+    def grid(weights: str) -> np.ndarray:
+        part = cka[cka["weights"] == weights].pivot(index="roi", columns="layer",
+                                                    values="statistic")
+        return part.loc[["roiA", "roiB", "roiC"], ["conv1", "conv2", "conv3", "fc1", "fc2"]]
+
+    trained = ["trained", "ckptepoch1", "ckptepoch2", "ckptepoch4"]
+    expected = neural_similarity_score(np.stack([grid(w).to_numpy() for w in trained]),
+                                       np.stack([grid(w).to_numpy() for w in ("random1",
+                                                                                "random2")]))
+    got = nss[nss["weights"] == "trained"].pivot(index="roi", columns="layer",
+                                                  values="statistic")
+    np.testing.assert_allclose(got.loc[["roiA", "roiB", "roiC"],
+                                       ["conv1", "conv2", "conv3", "fc1", "fc2"]].to_numpy(),
+                               expected.score[0], rtol=1e-8)
+    assert got.loc["roiB", "fc1"] > 1.0

@@ -64,7 +64,7 @@ def test_subworkflows_expose_their_contract() -> None:
     node = sim.get_node("similarity")
     assert (node.inputs.n_permutations, node.inputs.seed, node.inputs.comparator) == (50, 3,
                                                                                         "spearman")
-    assert _io(sim, "outputnode") == {"rsa", "cka", "brain_rdms"}
+    assert _io(sim, "outputnode") == {"rsa", "cka", "nss", "brain_rdms"}
 
 
 def test_activations_wf_one_node_per_weights_source(plan_and_settings, demo_copy) -> None:

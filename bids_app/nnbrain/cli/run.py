@@ -355,7 +355,7 @@ def run_group(settings: Settings) -> int:
     layout = output_layout(settings.output_dir)
     tables: dict[str, list[tuple[str, str, str]]] = {}
     entities: set[tuple[str, str, str]] = set()
-    for measure in ("rsa", "cka"):
+    for measure in ("rsa", "cka", "nss"):
         files = layout.get(suffix="similarity", desc=measure, extension=".tsv",
                            subject=list(settings.participant_label) or Query.ANY)
         tables[measure] = [(f.entities["subject"], f.path,
@@ -373,7 +373,7 @@ def run_group(settings: Settings) -> int:
     task, space, atlas = entities.pop()
     ents = {"task": task, "space": space, "atlas": atlas}
     targets = [build_path("group_similarity", **ents, desc=d)
-               for m in tables for d in (m, f"{m}Mean")]
+               for m, rows in tables.items() if rows for d in (m, f"{m}Mean")]
     _refuse_existing(settings, targets)
     _check_output_writable(settings.output_dir)
     log_dir = _start_run_logs(settings, None)

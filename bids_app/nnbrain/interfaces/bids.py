@@ -75,6 +75,18 @@ def _relmat_meta(measure: str, labels: list[str]) -> dict[str, Any]:
             "Description": "square matrix; rows and columns in the order of NodeLabels"}
 
 
+def _column_descriptions(measure: str, statistic: str) -> dict[str, str]:
+    """What the value columns of a similarity table mean."""
+    if measure == "nss":
+        return {"statistic": statistic, "p_value": "n/a (no test for the score)",
+                "p_fwe": "n/a", "score_sd": "SD (ddof=0) of the score over random seeds",
+                "n_seeds": "number of random-init seeds"}
+    return {"statistic": statistic,
+            "p_value": "one-sided permutation p, (1 + #{null >= stat}) / (1 + n_permutations)",
+            "p_fwe": "max-statistic family-wise p across the layers of one model and weights "
+                     "source"}
+
+
 class _SubjectSinkInputSpec(BaseInterfaceInputSpec):
     base_directory = Directory(mandatory=True, desc="staging root mirroring the output dataset")
     subject = traits.Str(mandatory=True, desc="participant label without 'sub-'")
@@ -89,6 +101,7 @@ class _SubjectSinkInputSpec(BaseInterfaceInputSpec):
     brain_rdms = File(exists=True, mandatory=True, desc="npz of condensed ROI RDMs")
     rsa = File(exists=True, mandatory=True, desc="RSA table")
     cka = File(exists=True, mandatory=True, desc="CKA table")
+    nss = File(exists=True, mandatory=True, desc="neural similarity score table (may be empty)")
     activation_metas = traits.List(File(exists=True), mandatory=True,
                                    desc="JSON provenance of each activations file")
 
@@ -136,15 +149,18 @@ class SubjectDerivativesSink(SimpleInterface):
                                            "desc": params["rdm_method"]},
                              _square_tsv(rdms[roi["name"]], stimuli), meta)
         act_metas = [json.loads(Path(f).read_text()) for f in inp.activation_metas]
-        for measure in ("rsa", "cka"):
+        for measure in ("rsa", "cka", "nss"):
             source = Path(getattr(inp, measure))
             table = pd.read_csv(source, sep="\t")
+            if table.empty:
+                continue
             writer.write("similarity", {**common, "desc": measure},
                          lambda p, src=source: shutil.copyfile(src, p),
                          {
                              "Method": params[measure]["Method"],
                              "Parameters": params[measure]["Parameters"],
-                             "PermutationTest": params["permutation"],
+                             "PermutationTest": (None if measure == "nss"
+                                                 else params["permutation"]),
                              "NumberOfStimuli": len(stimuli),
                              "Sources": list(inp.sources),
                              "SoftwareVersions": params["software"],
@@ -154,13 +170,8 @@ class SubjectDerivativesSink(SimpleInterface):
                                                            "WeightsSource", "WeightsSHA256",
                                                            "Seed", "Epoch", "Pooling")}
                                         for m in act_metas],
-                             "Columns": {
-                                 "statistic": params[measure]["Statistic"],
-                                 "p_value": "one-sided permutation p, (1 + #{null >= stat}) / "
-                                            "(1 + n_permutations)",
-                                 "p_fwe": "max-statistic family-wise p across the layers of "
-                                          "one model and weights source",
-                             },
+                             "Columns": _column_descriptions(measure,
+                                                             params[measure]["Statistic"]),
                          })
         self._results["out_files"] = writer.written
         return runtime

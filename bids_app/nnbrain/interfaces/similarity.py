@@ -69,12 +69,72 @@ def similarity_tables(patterns: dict[str, np.ndarray], activations: list[tuple[d
     return rows
 
 
+def nss_rows(cka_rows: list[dict], kinds: dict[tuple[str, str], str]) -> list[dict]:
+    """Neural similarity score rows (the 7T study's eq. 3) from one subject's CKA rows.
+
+    For every model, the trained and checkpoint weight sources are scored against its random
+    sources (several seeds: per-seed scores, then their mean and SD; see
+    :func:`nnbrain.core.scores.neural_similarity_score`). Models without both kinds give no rows.
+
+    Parameters
+    ----------
+    cka_rows : list of dict
+        Rows of :func:`similarity_tables` ``["cka"]``.
+    kinds : dict of (model label, weights label) to str
+        ``trained``, ``checkpoint`` or ``random`` per weight source.
+
+    Returns
+    -------
+    list of dict with :data:`TABLE_COLUMNS` (``statistic`` = score; p-values ``nan``) plus
+    ``score_sd`` (over random seeds) and ``n_seeds``.
+    """
+    import pandas as pd
+
+    from nnbrain.core.scores import neural_similarity_score
+
+    table = pd.DataFrame(cka_rows)
+    rows: list[dict] = []
+    for model, part in table.groupby("model", sort=False):
+        weights = list(dict.fromkeys(part["weights"]))
+        trained = [w for w in weights if kinds[(model, w)] != "random"]
+        random = [w for w in weights if kinds[(model, w)] == "random"]
+        if not trained or not random:
+            continue
+        rois = list(dict.fromkeys(part["roi"]))
+        layers = list(dict.fromkeys(part["layer"]))
+
+        def grid(w: str, part=part, rois=rois, layers=layers) -> np.ndarray:
+            sub = part[part["weights"] == w].pivot(index="roi", columns="layer",
+                                                   values="statistic")
+            return sub.loc[rois, layers].to_numpy()
+
+        result = neural_similarity_score(np.stack([grid(w) for w in trained]),
+                                         np.stack([grid(w) for w in random]))
+        meta = part.drop_duplicates(["layer", "roi"]).set_index(["roi", "layer"])
+        for m, w in enumerate(trained):
+            for i, roi in enumerate(rois):
+                for j, layer in enumerate(layers):
+                    info = meta.loc[(roi, layer)]
+                    rows.append({"model": model, "weights": w, "layer": layer,
+                                 "layer_name": info["layer_name"], "roi": roi,
+                                 "roi_name": info["roi_name"],
+                                 "statistic": float(result.score[m, i, j]),
+                                 "p_value": float("nan"), "p_fwe": float("nan"),
+                                 "n_stimuli": int(info["n_stimuli"]),
+                                 "n_units": int(info["n_units"]),
+                                 "n_voxels": int(info["n_voxels"]),
+                                 "score_sd": float(result.score_sd[m, i, j]),
+                                 "n_seeds": len(random)})
+    return rows
+
+
 def write_table(rows: list[dict], path: Path) -> None:
     """Write rows as a BIDS TSV (tabs, header, ``n/a`` for missing)."""
     import pandas as pd
 
-    pd.DataFrame(rows, columns=TABLE_COLUMNS).to_csv(path, sep="\t", index=False, na_rep="n/a",
-                                                     float_format="%.10g")
+    extra = [c for c in (rows[0] if rows else {}) if c not in TABLE_COLUMNS]
+    pd.DataFrame(rows, columns=TABLE_COLUMNS + extra).to_csv(
+        path, sep="\t", index=False, na_rep="n/a", float_format="%.10g")
 
 
 class _SimilarityInputSpec(BaseInterfaceInputSpec):
@@ -92,6 +152,8 @@ class _SimilarityInputSpec(BaseInterfaceInputSpec):
 class _SimilarityOutputSpec(TraitedSpec):
     rsa = File(exists=True, desc="RSA table (TSV)")
     cka = File(exists=True, desc="CKA table (TSV)")
+    nss = File(exists=True, desc="neural similarity score table (TSV; empty without random "
+                                 "weights)")
     brain_rdms = File(exists=True, desc="npz: condensed RDM per ROI")
 
 
@@ -112,8 +174,13 @@ class LayerROISimilarity(SimpleInterface):
         rows = similarity_tables(patterns, activations, self.inputs.rdm_method,
                                  self.inputs.comparator, self.inputs.n_permutations,
                                  self.inputs.seed)
+        from nnbrain.utils.bids import bids_label
+
+        kinds = {(bids_label(m["model"]), bids_label(m["weights"])): m["WeightsSource"]
+                 for m, _ in activations}
+        rows["nss"] = nss_rows(rows["cka"], kinds)
         cwd = Path(runtime.cwd)
-        for measure in ("rsa", "cka"):
+        for measure in ("rsa", "cka", "nss"):
             write_table(rows[measure], cwd / f"{measure}.tsv")
             self._results[measure] = str(cwd / f"{measure}.tsv")
         np.savez(cwd / "brain_rdms.npz",

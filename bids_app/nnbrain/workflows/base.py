@@ -60,6 +60,14 @@ def method_parameters(settings: Settings) -> dict:
         "cka": {"Method": "centered kernel alignment (Kornblith et al. 2019)",
                 "Parameters": {"Kernel": "linear", "Estimator": "unbiased HSIC (Song et al. 2007)"},
                 "Statistic": "unbiased linear CKA between ROI patterns and layer activations"},
+        "nss": {"Method": "neural similarity score (eq. 3 of the 7T speech-CNN study)",
+                "Parameters": {"CKA": "unbiased linear CKA (the cka table)",
+                               "Pool": "within subject, per random seed: every trained and "
+                                       "checkpoint source of the model plus that seed's "
+                                       "random network, over all ROI-layer pairs",
+                               "SD": "ddof=0", "Seeds": "mean over random seeds; score_sd "
+                                                        "is their SD (ddof=0)"},
+                "Statistic": "z(cka of this weights source) - z(cka of the random network)"},
         "permutation": permutation,
         "software": {"nnbrain": __version__, "numpy": numpy.__version__,
                      "scipy": scipy.__version__, "nilearn": nilearn.__version__,
@@ -110,6 +118,7 @@ def init_single_subject_wf(*, subject: str, runs: list[RunData], plan: Plan, set
                                     ("activation_metas", "inputnode.activation_metas")]),
         (roi_wf, ds_sub, [("outputnode.patterns", "patterns"), ("outputnode.rois", "rois")]),
         (similarity_wf, ds_sub, [("outputnode.rsa", "rsa"), ("outputnode.cka", "cka"),
+                                 ("outputnode.nss", "nss"),
                                  ("outputnode.brain_rdms", "brain_rdms")]),
         (inputnode, ds_sub, [("activation_metas", "activation_metas")]),
     ])

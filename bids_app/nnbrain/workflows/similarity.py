@@ -28,15 +28,15 @@ def init_similarity_wf(*, n_permutations: int, seed: int, rdm_method: str = "cor
 
     Outputs
     -------
-    rsa, cka : str
-        TSV tables.
+    rsa, cka, nss : str
+        TSV tables (nss: neural similarity score, empty without random weights).
     brain_rdms : str
         npz of ROI RDMs.
     """
     workflow = pe.Workflow(name=name)
     inputnode = pe.Node(niu.IdentityInterface(fields=["patterns", "activations",
                                                       "activation_metas"]), name="inputnode")
-    outputnode = pe.Node(niu.IdentityInterface(fields=["rsa", "cka", "brain_rdms"]),
+    outputnode = pe.Node(niu.IdentityInterface(fields=["rsa", "cka", "nss", "brain_rdms"]),
                          name="outputnode")
     similarity = pe.Node(LayerROISimilarity(n_permutations=n_permutations, seed=seed,
                                             rdm_method=rdm_method, comparator=comparator),
@@ -44,6 +44,7 @@ def init_similarity_wf(*, n_permutations: int, seed: int, rdm_method: str = "cor
     workflow.connect([
         (inputnode, similarity, [("patterns", "patterns"), ("activations", "activations"),
                                  ("activation_metas", "activation_metas")]),
-        (similarity, outputnode, [("rsa", "rsa"), ("cka", "cka"), ("brain_rdms", "brain_rdms")]),
+        (similarity, outputnode, [("rsa", "rsa"), ("cka", "cka"), ("nss", "nss"),
+                                  ("brain_rdms", "brain_rdms")]),
     ])
     return workflow
