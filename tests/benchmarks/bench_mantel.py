@@ -4,8 +4,8 @@ The peer is how a user would run a Mantel test with rsatoolbox 0.3.2: permute th
 of the brain RDM with ``rsatoolbox.rdm.rdms.permute_rdms`` (rows and columns together) and call
 ``rsatoolbox.rdm.compare`` once per permutation ("rdms" peer), or the leaner loop on numpy arrays
 (index the square matrix, compare the upper triangle; "array" peer). Both use the very
-permutations nnbrain draws (``stimulus_permutations(n, n_permutations, seed)``), so the statistic
-and the p-value of every side must agree; the script checks that.
+permutations nnbrain draws (``stimulus_permutations(n, n_permutations, seed)``), so the statistic,
+the p-value and the max-statistic (FWE) p-value of every side must agree; the script checks that.
 
 Each timing runs in its own subprocess (so ``ru_maxrss`` is that side's peak); memory is the peak
 RSS minus the RSS after imports, data and a small warm-up call (numba kernels compile or load
@@ -76,8 +76,8 @@ def _worker(side: str, method: str, n: int, n_perm: int, layers: int, seed: int,
             t0 = time.perf_counter()
             res = mantel_test_batch(brain, cand, method, n_perm, seed, device=device)
             times.append(time.perf_counter() - t0)
-        return {"time": min(times), "mem_mb": _peak_mb() - base,
-                "stat": res.statistic.tolist(), "p": res.p_value.tolist()}
+        return {"time": min(times), "mem_mb": _peak_mb() - base, "stat": res.statistic.tolist(),
+                "p": res.p_value.tolist(), "p_fwe": res.p_fwe.tolist()}
     from rsatoolbox.rdm import RDMs, compare
     from rsatoolbox.rdm.rdms import permute_rdms
 
@@ -99,8 +99,9 @@ def _worker(side: str, method: str, n: int, n_perm: int, layers: int, seed: int,
         else:
             null[i] = compare(square[np.ix_(p, p)][iu][None], cand, method=peer)[0]
     p_value = (1 + (null >= stat - 1e-12).sum(axis=0)) / (1 + n_perm)
-    return {"time": time.perf_counter() - t0, "mem_mb": _peak_mb() - base,
-            "stat": stat.tolist(), "p": p_value.tolist()}
+    p_fwe = (1 + (null.max(axis=1)[:, None] >= stat - 1e-12).sum(axis=0)) / (1 + n_perm)
+    return {"time": time.perf_counter() - t0, "mem_mb": _peak_mb() - base, "stat": stat.tolist(),
+            "p": p_value.tolist(), "p_fwe": p_fwe.tolist()}
 
 
 def _run(side: str, args: argparse.Namespace, method: str) -> dict:
@@ -135,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"n={args.n} stimuli, {args.n_permutations} permutations, {args.layers} layer(s), "
           f"best of {args.repeats} rounds (nnbrain: best of {args.repeats} x {args.inner})")
     print("| comparator | side | best time (s) | peak memory (MB) | peer / nnbrain | "
-          "stat, p agree |")
+          "stat, p, p_fwe agree |")
     print("|---|---|---|---|---|---|")
     for method in args.methods:
         sides = ["nnbrain", *args.peers]
@@ -148,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
         for side in sides:
             r = runs[side][0]
             agree = (np.allclose(r["stat"], mine["stat"], rtol=0, atol=1e-10)
-                     and np.array_equal(r["p"], mine["p"]))
+                     and np.array_equal(r["p"], mine["p"])
+                     and np.array_equal(r["p_fwe"], mine["p_fwe"]))
             ratio = "" if side == "nnbrain" else f"{best[side] / best['nnbrain']:.1f}x"
             label = {"nnbrain": f"nnbrain ({args.device or 'numba'})",
                      "rdms": "rsatoolbox permute_rdms + compare",

@@ -375,7 +375,7 @@ def test_tau_a_and_tau_b_differ_with_ties(device):
     rng = np.random.default_rng(30)
     brain = pdist(rng.normal(size=(20, 6)), "correlation")
     labels = np.repeat(np.arange(4), 5)[:, None].astype(float)
-    model = (pdist(labels) > 0).astype(float)  # 0 within, 1 between: 4 x 10 = 40 tied pairs
+    model = (pdist(labels) > 0).astype(float)  # 40 entries 0 (within), 150 entries 1
     m = model.size
     total = m * (m - 1) // 2
     tied_model = 40 * 39 // 2 + (m - 40) * (m - 41) // 2
