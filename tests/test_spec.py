@@ -347,17 +347,22 @@ def test_custom_missing_class(specdir: Path) -> None:
 # ----------------------------------------------------------------------------- good specs
 
 
-def test_demo_spec_loads_as_before() -> None:
+def test_demo_spec_loads_with_every_weight_source_kind() -> None:
     (model,) = load_model_spec(DEMO_SPEC)
     assert model.name == "digitcnn" and model.architecture == "digitcnn"
     assert model.layers == ("conv1", "conv2", "conv3", "fc1", "fc2")
     assert model.pooling == "channelmean"
     assert model.pooling_map == dict.fromkeys(model.layers, "channelmean")
-    trained, random = model.weights
+    trained, *checkpoints, random1, random2 = model.weights
     assert trained == WeightsSource("trained", file=DEMO_SPEC.parent / "models" /
                                     "digitcnn_trained.pt", sha256=WEIGHTS_SHA, group="trained")
-    assert trained.kind == "trained" and random.kind == "random"
-    assert random.label == "random" and random.seed == 1 and random.file is None
+    assert trained.kind == "trained" and random1.kind == random2.kind == "random"
+    assert [(c.label, c.epoch, c.kind, c.file.name) for c in checkpoints] == [
+        ("ckptepoch1", 1, "checkpoint", "digitcnn_epoch-01.pt"),
+        ("ckptepoch2", 2, "checkpoint", "digitcnn_epoch-02.pt"),
+        ("ckptepoch4", 4, "checkpoint", "digitcnn_epoch-04.pt")]
+    assert (random1.label, random1.seed, random1.file) == ("random1", 1, None)
+    assert (random2.label, random2.seed, random2.group) == ("random2", 2, "random")
     data = model.to_dict()
     assert {"name", "architecture", "weights", "layers", "pooling"} <= set(data)
     assert data["input"] == {"kind": "image", "shape": [1, 8, 8]}
