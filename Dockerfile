@@ -79,6 +79,7 @@ ENV PATH="/opt/venv/bin:$PATH" \
     OMP_NUM_THREADS=1 \
     MKL_NUM_THREADS=1 \
     MPLCONFIGDIR=/tmp/matplotlib \
+    NUMBA_CACHE_DIR=/tmp/numba \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_INDEX=1 \

@@ -1,4 +1,4 @@
-"""Benchmark: RDM noise ceilings, nnbrain.core.noise_ceiling vs rsatoolbox 0.3.2, same data, one run.
+"""Benchmark: RDM noise ceilings, nnbrain.core.noise_ceiling vs rsatoolbox 0.3.2, same data.
 
 nnbrain's ``rdm_noise_ceiling(rdms, method)`` against rsatoolbox's
 ``boot_noise_ceiling(RDMs(rdms), method)`` (leave-one-subject-out lower bound, all-subjects upper
@@ -13,7 +13,7 @@ The parent checks that both bounds agree to 1e-10.
 Usage::
 
     python tests/benchmarks/bench_noise_ceiling.py [--sizes 20x92,100x500] [--methods ...]
-        [--repeats 5] [--peer-repeats 3] [--peer-repeats-large 1]
+        [--repeats 5] [--peer-repeats 3] [--peer-repeats-large 1] [--rounds 1]
 """
 
 from __future__ import annotations
@@ -98,6 +98,8 @@ def main() -> None:
     parser.add_argument("--peer-repeats", type=int, default=3, help="rsatoolbox repeats (best of)")
     parser.add_argument("--peer-repeats-large", type=int, default=1,
                         help="rsatoolbox repeats at the large size (about 100 s each)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="alternating nnbrain / rsatoolbox runs per case (best of all)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -112,9 +114,12 @@ def main() -> None:
         large = subjects * stimuli * (stimuli - 1) // 2 > LARGE
         for method in args.methods.split(","):
             spec = {"method": method, "subjects": subjects, "stimuli": stimuli}
-            ours = _run_side({**spec, "side": "nnbrain", "repeats": args.repeats})
-            peer = _run_side({**spec, "side": "rsatoolbox",
-                              "repeats": args.peer_repeats_large if large else args.peer_repeats})
+            peer_repeats = args.peer_repeats_large if large else args.peer_repeats
+            runs = [(_run_side({**spec, "side": "nnbrain", "repeats": args.repeats}),
+                     _run_side({**spec, "side": "rsatoolbox", "repeats": peer_repeats}))
+                    for _ in range(args.rounds)]
+            ours = min((r[0] for r in runs), key=lambda r: r["best_s"])
+            peer = min((r[1] for r in runs), key=lambda r: r["best_s"])
             diff = float(np.abs(np.subtract(ours["bounds"], peer["bounds"])).max())
             failed |= not diff <= TOLERANCE
             lower, upper = ours["bounds"]

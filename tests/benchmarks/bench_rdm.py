@@ -16,11 +16,12 @@ Cases (n conditions x c channels):
 - mahalanobis: 1000 x 1024 with a noise precision.
 - crossnobis: 200 conditions x 4 runs x 1024 channels with a noise precision,
   ``calc_rdm(..., descriptor="stim", cv_descriptor="run", noise=P)``.
-- batched correlation: 8 layers of 500 x 2048, ``compute_rdms(stack)`` vs ``calc_rdm([datasets])``.
+- batched-correlation: 8 layers of 500 x 2048, ``compute_rdms(stack)`` vs ``calc_rdm([datasets])``.
 
 Usage::
 
-    python tests/benchmarks/bench_rdm.py [--repeats 5] [--peer-repeats 3] [--cases correlation,...]
+    python tests/benchmarks/bench_rdm.py [--repeats 5] [--peer-repeats 3] [--rounds 2]
+        [--cases correlation,cosine,...]
 """
 
 from __future__ import annotations
@@ -34,14 +35,14 @@ from pathlib import Path
 
 import numpy as np
 
-#: case -> (nnbrain method, rsatoolbox method, shape parameters)
+#: case -> nnbrain method, rsatoolbox method ("peer"), sizes
 CASES: dict[str, dict] = {
     "correlation": {"method": "correlation", "peer": "correlation", "n": 1000, "c": 4096},
     "cosine": {"method": "cosine", "peer": "correlation", "n": 1000, "c": 4096},
     "euclidean": {"method": "euclidean", "peer": "euclidean", "n": 1000, "c": 4096},
     "mahalanobis": {"method": "mahalanobis", "peer": "mahalanobis", "n": 1000, "c": 1024},
     "crossnobis": {"method": "crossnobis", "peer": "crossnobis", "n": 200, "c": 1024, "runs": 4},
-    "batched correlation": {"method": "correlation", "peer": "correlation", "n": 500, "c": 2048,
+    "batched-correlation": {"method": "correlation", "peer": "correlation", "n": 500, "c": 2048,
                             "layers": 8},
 }
 TOLERANCE = 1e-10
@@ -58,7 +59,8 @@ def _data(case: dict) -> dict:
         conditions = np.tile(np.arange(n), case["runs"])
         data["conditions"] = conditions
         data["partitions"] = np.repeat(np.arange(case["runs"]), n)
-        data["patterns"] = rng.normal(size=(n, c))[conditions] + rng.normal(size=(conditions.size, c))
+        noise = rng.normal(size=(conditions.size, c))
+        data["patterns"] = rng.normal(size=(n, c))[conditions] + noise
     else:
         data["patterns"] = rng.normal(size=(n, c)) + rng.normal(size=(n, 1))
     if case["method"] in ("mahalanobis", "crossnobis"):
@@ -157,6 +159,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="nnbrain repeats (best of)")
     parser.add_argument("--peer-repeats", type=int, default=3, help="rsatoolbox repeats (best of)")
     parser.add_argument("--cases", default=",".join(CASES), help="comma-separated case names")
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="alternating nnbrain / rsatoolbox runs per case (best of all), so "
+                             "that both sides meet the same fluctuations of machine load")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -169,8 +174,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.cases.split(","):
             case = CASES[name]
-            ours = _run_side(name, "nnbrain", args.repeats, Path(tmp) / "ours.npy")
-            peer = _run_side(name, "rsatoolbox", args.peer_repeats, Path(tmp) / "peer.npy")
+            runs = [(_run_side(name, "nnbrain", args.repeats, Path(tmp) / "ours.npy"),
+                     _run_side(name, "rsatoolbox", args.peer_repeats, Path(tmp) / "peer.npy"))
+                    for _ in range(args.rounds)]
+            ours = min((r[0] for r in runs), key=lambda r: r["best_s"])
+            peer = min((r[1] for r in runs), key=lambda r: r["best_s"])
             diff = float(np.abs(np.load(Path(tmp) / "ours.npy") - np.load(Path(tmp) / "peer.npy"))
                          .max())
             failed |= not diff <= TOLERANCE

@@ -134,6 +134,16 @@ def test_euclidean_large_offset_relative_precision():
     np.testing.assert_allclose(compute_rdm(patterns, "euclidean"), pdist(patterns), rtol=1e-6)
 
 
+@pytest.mark.parametrize("n_cond", [6, 300])
+def test_mahalanobis_and_stacks_large_offset_relative_precision(n_cond):
+    rng = np.random.default_rng(2)
+    patterns = 1e3 + 1e-3 * rng.normal(size=(n_cond, 20))
+    want = pdist(patterns, "sqeuclidean") / 20
+    np.testing.assert_allclose(compute_rdm(patterns, "mahalanobis"), want, rtol=1e-6)
+    stack = np.stack([patterns, rng.normal(size=(n_cond, 20))])  # one offset set, one not
+    np.testing.assert_allclose(compute_rdms(stack, "euclidean")[0], np.sqrt(want * 20), rtol=1e-6)
+
+
 @pytest.mark.parametrize("shape", [(2, 5), (1, 5), (6,), (3, 4, 2)])
 def test_bad_pattern_shape_raises(shape):
     with pytest.raises(ValueError, match="n_conditions"):

@@ -88,7 +88,7 @@ def _square_to_condensed(square: np.ndarray) -> np.ndarray:
     if np.abs(square - np.swapaxes(square, -1, -2)).max(initial=0.0) > _SQUARE_TOL * scale:
         raise ValueError("square RDMs must be symmetric")
     n = square.shape[-1]
-    return square[..., np.triu(np.ones((n, n), dtype=bool), k=1)]
+    return square[..., np.arange(n)[:, None] < np.arange(n)]
 
 
 # --- ranks and ties ---------------------------------------------------------------------------
@@ -310,7 +310,7 @@ def kendall_taus(
     rows_x, rows_y : int arrays of shape (p,)
         Pair ``q`` compares ``x[rows_x[q]]`` with ``y[rows_y[q]]``.
     variant : {"a", "b"}
-        tau-a (ties in the denominator) or tau-b (as :func:`scipy.stats.kendalltau`).
+        tau-a (all pairs in the denominator) or tau-b (as :func:`scipy.stats.kendalltau`).
 
     Returns
     -------
