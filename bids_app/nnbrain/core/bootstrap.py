@@ -27,7 +27,7 @@ from collections.abc import Callable
 import numpy as np
 from numpy.typing import ArrayLike
 
-from nnbrain.core.compare import COMPARATORS, as_condensed
+from nnbrain.core.compare import COMPARATORS, as_condensed, comparable_stacks
 from nnbrain.core.rdm import n_conditions
 
 
@@ -64,16 +64,6 @@ def _resampled_pairs(n: int, sample: ArrayLike) -> np.ndarray:
     return n * a - a * (a + 1) // 2 + b - a - 1
 
 
-def _stacks(models: ArrayLike, data: ArrayLike, method: str) -> tuple[np.ndarray, np.ndarray]:
-    if method not in COMPARATORS:
-        raise ValueError(f"unknown method {method!r}; choose from {sorted(COMPARATORS)}")
-    model_stack, _ = as_condensed(models)
-    data_stack, _ = as_condensed(data)
-    if model_stack.shape[1] != data_stack.shape[1]:
-        raise ValueError(f"RDMs differ in length: {model_stack.shape[1]} vs {data_stack.shape[1]}")
-    return model_stack, data_stack
-
-
 def bootstrap_stimuli(
     models: ArrayLike, data: ArrayLike, method: str, n_bootstrap: int = 1000, seed: int = 0
 ) -> np.ndarray:
@@ -96,7 +86,7 @@ def bootstrap_stimuli(
         Mean over data RDMs of each model's comparison, per sample; NaN for samples with fewer
         than 3 distinct stimuli and where the comparison is undefined.
     """
-    model_stack, data_stack = _stacks(models, data, method)
+    (model_stack, _), (data_stack, _) = comparable_stacks(models, data, method)
     n = n_conditions(model_stack.shape[1])
     compare = COMPARATORS[method]
     rng = np.random.RandomState(seed)
@@ -145,7 +135,7 @@ def bootstrap_subjects(
     -------
     array of shape (n_bootstrap, k)
     """
-    model_stack, data_stack = _stacks(models, data, method)
+    (model_stack, _), (data_stack, _) = comparable_stacks(models, data, method)
     comparisons = COMPARATORS[method](model_stack, data_stack)
     rng = np.random.RandomState(seed)
     n_data = data_stack.shape[0]

@@ -362,6 +362,25 @@ COMPARATORS: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
 }
 
 
+def comparable_stacks(a: ArrayLike, b: ArrayLike, method: str
+                      ) -> tuple[tuple[np.ndarray, bool], tuple[np.ndarray, bool]]:
+    """Check ``method`` and turn ``a`` and ``b`` into condensed stacks of equal length.
+
+    Returns
+    -------
+    ((stack_a, single_a), (stack_b, single_b))
+        Stacks of shape (k, m) and (k2, m), and whether each input was a single RDM
+        (see :func:`as_condensed`).
+    """
+    if method not in COMPARATORS:
+        raise ValueError(f"unknown method {method!r}; choose from {sorted(COMPARATORS)}")
+    stack_a, single_a = as_condensed(a)
+    stack_b, single_b = as_condensed(b)
+    if stack_a.shape[1] != stack_b.shape[1]:
+        raise ValueError(f"RDMs differ in length: {stack_a.shape[1]} vs {stack_b.shape[1]}")
+    return (stack_a, single_a), (stack_b, single_b)
+
+
 def compare_rdms(a: ArrayLike, b: ArrayLike, method: str = "spearman") -> float | np.ndarray:
     """Compare RDMs (see the module docstring for each comparator and its rsatoolbox equivalent).
 
@@ -377,12 +396,7 @@ def compare_rdms(a: ArrayLike, b: ArrayLike, method: str = "spearman") -> float 
     -------
     float if both are single RDMs, else array of shape (k, k2) (a single RDM counts as k=1).
     """
-    if method not in COMPARATORS:
-        raise ValueError(f"unknown method {method!r}; choose from {sorted(COMPARATORS)}")
-    stack_a, single_a = as_condensed(a)
-    stack_b, single_b = as_condensed(b)
-    if stack_a.shape[1] != stack_b.shape[1]:
-        raise ValueError(f"RDMs differ in length: {stack_a.shape[1]} vs {stack_b.shape[1]}")
+    (stack_a, single_a), (stack_b, single_b) = comparable_stacks(a, b, method)
     result = COMPARATORS[method](stack_a, stack_b)
     if single_a and single_b:
         return float(result[0, 0])

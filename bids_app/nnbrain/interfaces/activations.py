@@ -60,8 +60,8 @@ def compute_activations(model_spec: dict, weights: dict, stimuli: list[Path],
     if kind != "image":
         raise DataError(f"model {model_spec['name']!r} takes {kind} input; event-related "
                         "extraction handles image stimuli in this version")
-    digest = (file_sha256(Path(weights["file"]), cache_dir) if weights["file"] is not None
-              else None)
+    digest = (file_sha256(Path(weights["file"]), cache_dir)
+              if weights["file"] is not None and cache_dir is not None else None)
     layers = list(model_spec["layers"])
     keys: dict[str, str] = {}
     fields: dict[str, dict] = {}
@@ -86,7 +86,8 @@ def compute_activations(model_spec: dict, weights: dict, stimuli: list[Path],
         model = build_from_dict(model_spec, seed=weights["seed"],
                                 allow_custom_code=allow_custom_code)
         if weights["file"] is not None:
-            load_trained(model, Path(weights["file"]), weights["sha256"])
+            # load_trained hashes the file; reuse that hash when no cache computed one
+            digest = load_trained(model, Path(weights["file"]), weights["sha256"])
         images = load_images(stimuli, shape)
         computed = extract_activations(model, images, missing,
                                        pooling={k: model_spec["layer_pooling"][k]
