@@ -20,6 +20,8 @@ from conftest import DEMO
 
 pytestmark = pytest.mark.integration
 NNBRAIN = str(Path(sys.executable).parent / "nnbrain")
+#: The demo spec's measure labels.
+MEASURES = ("rsa", "cka", "ckarbf", "nss")
 
 
 def _participant(ds: Path, out: Path, work: Path, *labels: str) -> list[str]:
@@ -57,7 +59,7 @@ def _table(out: Path, subject: str, measure: str) -> pd.DataFrame:
     return pd.read_csv(path, sep="\t")
 
 
-@pytest.mark.parametrize("measure", ["rsa", "cka"])
+@pytest.mark.parametrize("measure", ["rsa", "cka", "ckarbf"])
 @pytest.mark.parametrize("subject", ["01", "02", "03"])
 def test_planted_truth_is_recovered(demo_run, subject: str, measure: str) -> None:
     truth = json.loads((DEMO / "code" / "ground_truth.json").read_text())
@@ -71,6 +73,8 @@ def test_planted_truth_is_recovered(demo_run, subject: str, measure: str) -> Non
             continue
         assert rows["statistic"].idxmax() == layer, rows
         assert rows.loc[layer, "p_value"] < 0.05 and rows.loc[layer, "p_fwe"] < 0.05
+        assert 0 < rows.loc[layer, "ci_low"] < rows.loc[layer, "statistic"] < rows.loc[
+            layer, "ci_high"]
         assert rows.loc[layer, "n_voxels"] == truth["subjects"][f"sub-{subject}"]["n_voxels"][roi]
 
 
@@ -93,17 +97,17 @@ def _expected_files() -> set[str]:
         for roi in ("roiA", "roiB", "roiC"):
             for name in (f"label-{roi}_desc-betas_patterns", f"label-{roi}_desc-correlation_relmat"):
                 files |= {f"{stem}_{name}.tsv", f"{stem}_{name}.json"}
-        for measure in ("rsa", "cka", "nss"):
+        for measure in MEASURES:
             files |= {f"{stem}_desc-{measure}_similarity.tsv", f"{stem}_desc-{measure}_similarity.json"}
     for weights in ("trained", "ckptepoch1", "ckptepoch2", "ckptepoch4", "random1", "random2"):
         for layer in ("conv1", "conv2", "conv3", "fc1", "fc2"):
             stem = f"models/model-digitcnn/model-digitcnn_weights-{weights}_layer-{layer}"
             files |= {f"{stem}_activations.npy", f"{stem}_activations.json",
                       f"{stem}_desc-correlation_relmat.tsv", f"{stem}_desc-correlation_relmat.json"}
-    for desc in ("rsa", "rsaMean", "cka", "ckaMean", "nss", "nssMean"):
+    for desc in [d for m in MEASURES for d in (m, f"{m}Mean")]:
         files |= {f"task-digits_{space}_desc-{desc}_similarity.tsv",
                   f"task-digits_{space}_desc-{desc}_similarity.json"}
-    files |= {f"figures/task-digits_{space}_desc-{m}_similarity.png" for m in ("rsa", "cka", "nss")}
+    files |= {f"figures/task-digits_{space}_desc-{m}_similarity.png" for m in MEASURES}
     return files
 
 
@@ -148,7 +152,16 @@ def test_sidecars_state_method_parameters_and_sources(demo_run) -> None:
     )).read_text())
     assert sidecar["PermutationTest"]["NumberOfPermutations"] == 1000
     assert sidecar["PermutationTest"]["Seed"] == 0
-    assert sidecar["Parameters"] == {"Comparator": "spearman", "RDM": "correlation"}
+    assert sidecar["Parameters"] == {"Comparator": "tau-a", "RDM": "correlation",
+                                     "Permutations": 1000, "BootstrapSamples": 1000}
+    assert sidecar["Measure"] == "rsa"
+    assert sidecar["ConfidenceInterval"]["Samples"] == 1000
+    assert sidecar["ConfidenceInterval"]["Seed"] == 0
+    rbf = json.loads((demo_run["out"] / "sub-02" / "func" / (
+        "sub-02_task-digits_space-MNI152NLin2009cAsym_atlas-nnbrainDemo_desc-ckarbf_similarity"
+        ".json")).read_text())
+    assert rbf["Parameters"]["Kernel"] == "rbf" and rbf["Parameters"]["Sigma"] == 1.0
+    assert rbf["Parameters"]["Estimator"].startswith("unbiased")
     assert sidecar["NumberOfStimuli"] == 30
     assert "bids:fmriprep:sub-02/func/sub-02_task-digits_run-01_space-MNI152NLin2009cAsym_res-2" \
            "_desc-preproc_bold.nii.gz" in sidecar["Sources"]
@@ -209,7 +222,7 @@ def test_neural_similarity_score_ranks_trained_above_random(demo_run) -> None:
     """The plant is in the trained network: its score at the planted ROI-layer pairs is > 0."""
     from nnbrain.core.scores import neural_similarity_score
 
-    cka = _table(demo_run["out"], "01", "cka")
+    cka = _table(demo_run["out"], "01", "ckarbf")
     nss = _table(demo_run["out"], "01", "nss")
     assert set(nss["weights"]) == {"trained", "ckptepoch1", "ckptepoch2", "ckptepoch4"}
     assert (nss["n_seeds"] == 2).all() and nss["p_value"].isna().all()
@@ -227,5 +240,37 @@ def test_neural_similarity_score_ranks_trained_above_random(demo_run) -> None:
                                                   values="statistic")
     np.testing.assert_allclose(got.loc[["roiA", "roiB", "roiC"],
                                        ["conv1", "conv2", "conv3", "fc1", "fc2"]].to_numpy(),
-                               expected.score[0], rtol=1e-8)
-    assert got.loc["roiB", "fc1"] > 1.0
+                               expected.score[0], rtol=0, atol=1e-8)  # TSVs keep 10 digits
+    assert got.loc["roiB", "fc1"] > 0.5 and got.loc["roiA", "conv1"] > 0
+
+
+def test_group_mean_has_noise_ceilings_and_subject_bootstrap_cis(demo_run) -> None:
+    from nnbrain.core.noise_ceiling import rdm_noise_ceiling
+    from nnbrain.interfaces.group import read_relmat
+
+    out = demo_run["out"]
+    space = "space-MNI152NLin2009cAsym_atlas-nnbrainDemo"
+    mean = pd.read_csv(out / f"task-digits_{space}_desc-rsaMean_similarity.tsv", sep="\t")
+    stacked = pd.read_csv(out / f"task-digits_{space}_desc-rsa_similarity.tsv", sep="\t")
+    for roi in ("roiA", "roiB", "roiC"):
+        rdms = np.stack([read_relmat(str(
+            out / f"sub-{s}" / "func" / f"sub-{s}_task-digits_{space}_label-{roi}_desc-"
+                                        "correlation_relmat.tsv")) for s in ("01", "02", "03")])
+        lower, upper = rdm_noise_ceiling(rdms, "tau-a")
+        rows = mean[mean["roi"] == roi]
+        np.testing.assert_allclose(rows["noise_ceiling_lower"], lower, rtol=1e-8)
+        np.testing.assert_allclose(rows["noise_ceiling_upper"], upper, rtol=1e-8)
+        assert lower < upper
+    top = mean[(mean["weights"] == "trained") & (mean["roi"] == "roiA") & (mean["layer"] == "conv1")]
+    values = stacked[(stacked["weights"] == "trained") & (stacked["roi"] == "roiA")
+                     & (stacked["layer"] == "conv1")]["statistic"]
+    assert float(top["mean"].iloc[0]) == pytest.approx(values.mean())
+    # three participants: the bootstrap means lie between the smallest and largest value
+    assert values.min() - 1e-12 <= float(top["ci_low"].iloc[0]) <= float(top["ci_high"].iloc[0])
+    assert float(top["ci_high"].iloc[0]) <= values.max() + 1e-12
+    assert float(top["noise_ceiling_upper"].iloc[0]) > float(top["mean"].iloc[0])
+    sidecar = json.loads((out / f"task-digits_{space}_desc-rsaMean_similarity.json").read_text())
+    assert sidecar["NoiseCeiling"]["Comparator"] == "tau-a"
+    assert sidecar["ConfidenceInterval"]["Samples"] == 1000
+    nss_mean = pd.read_csv(out / f"task-digits_{space}_desc-nssMean_similarity.tsv", sep="\t")
+    assert "noise_ceiling_lower" not in nss_mean

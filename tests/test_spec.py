@@ -89,7 +89,7 @@ BAD_SPECS = [
      "must be a mapping with a non-empty 'models' list, got a list"),
     ("no models", "models: []\n", DataError, "models: must not be empty"),
     ("misspelt top key", "model:\n  - name: x\n", DataError,
-     "unknown key 'model' (did you mean 'models'?); allowed: description, models"),
+     "unknown key 'model' (did you mean 'models'?); allowed: description, models, measures"),
     ("missing name", DIGIT.replace("  - name: digits\n    architecture", "  - architecture"),
      DataError, "models[0]: missing required key 'name'"),
     ("name without letters", DIGIT.replace("name: digits", "name: '...'"), DataError,

@@ -25,11 +25,16 @@ and what is allowed::
           image: {resize: 256, crop: 224, mean: [0.485, 0.456, 0.406],
                   std: [0.229, 0.224, 0.225], color: rgb}
         reduction: {method: pca, n_components: 100, seed: 0}   # or srp (seed required)
+    measures:                               # optional; see nnbrain.measures (desc-<label>)
+      rsa: {measure: rsa, rdm: correlation, comparator: tau-a}
+      ckarbf: {measure: cka, kernel: rbf, estimator: unbiased, sigma: 1.0}
+      nss: {measure: nss, cka: ckarbf, reference: random}
 
 :func:`load_model_spec` returns concrete :class:`ModelSpec` objects: layer globs and ``auto``
 are expanded into module names (in module order), checkpoints into one :class:`WeightsSource`
 per epoch (label ``<label>epoch<N>``, sorted by epoch), ``seeds`` into one per seed (label
 ``<label><seed>``). Model, weights and layer names must stay distinct once made BIDS labels.
+:func:`load_measures` returns the spec's similarity measures.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ from pathlib import Path
 from typing import Any
 
 from nnbrain.errors import DataError, MissingInputError
+from nnbrain.measures import Measure
 from nnbrain.utils.bids import bids_label
 
 #: Pooling names (kept in sync with nnbrain.models.extract.POOLING, which imports torch lazily).
@@ -763,6 +769,31 @@ def load_model_spec(path: Path, *, allow_custom_code: bool = False) -> tuple[Mod
     _check_unique([(m.name, f"models[{i}]") for i, m in enumerate(models)], "models",
                   "model name", path)
     return models
+
+
+def load_measures(path: Path, models: tuple[ModelSpec, ...]) -> tuple[Measure, ...]:
+    """The similarity measures of a spec (:mod:`nnbrain.measures`), checked against its models.
+
+    Parameters
+    ----------
+    path : Path
+        The spec file (already loaded by :func:`load_model_spec`).
+    models : tuple of ModelSpec
+        Its models, whose random weight sources an nss ``reference`` must name.
+
+    Raises
+    ------
+    DataError
+        Invalid measures; the message names the key path (exit 65).
+    """
+    from nnbrain.measures import check_references, measures_from_document
+
+    document = _parse(path)
+    validate_document(document, path)
+    measures = measures_from_document(document, path)
+    check_references(measures, {m.name: [(w.label, w.group or w.label, w.kind)
+                                         for w in m.weights] for m in models}, path)
+    return measures
 
 
 def check_layers(models: tuple[ModelSpec, ...], path: Path, *,

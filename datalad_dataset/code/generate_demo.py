@@ -411,7 +411,7 @@ def generate(out: Path) -> dict:
     }
     _write_json(out / "code" / "ground_truth.json", truth)
     spec = (
-        "# nnbrain model spec (first version; paths relative to this file)\n"
+        "# nnbrain model spec (paths relative to this file)\n"
         "models:\n"
         "  - name: digitcnn\n"
         "    architecture: digitcnn\n"
@@ -425,6 +425,11 @@ def generate(out: Path) -> dict:
         f"        seeds: [{', '.join(map(str, RANDOM_SEEDS))}]\n"
         f"    layers: [{', '.join(LAYERS)}]\n"
         "    pooling: channelmean\n"
+        "measures:\n"
+        "  rsa: {measure: rsa, rdm: correlation, comparator: tau-a}\n"
+        "  cka: {measure: cka, kernel: linear, estimator: unbiased}\n"
+        "  ckarbf: {measure: cka, kernel: rbf, estimator: unbiased, sigma: 1.0}\n"
+        "  nss: {measure: nss, cka: ckarbf, reference: random}\n"
     )
     (out / "code" / "model_spec.yaml").write_text(spec)
     return truth

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from nnbrain import __version__
@@ -89,3 +90,69 @@ def test_settings_are_immutable_and_roundtrip_through_toml(demo_copy: Path) -> N
     assert Settings.from_toml(settings.to_toml()) == settings
     assert settings.derivatives == (demo_copy / "derivatives" / "fmriprep",)
     assert settings.atlas == demo_copy / "derivatives" / "atlas"
+
+
+_MIXED_SPEC = """
+models:
+  - name: words
+    architecture: word_cnn2d
+    weights: [{label: random, seed: 0}]
+    layers: [conv1, fc1]
+    preprocessing: {audio: {features: cochleagram, hop_ms: 20}}
+  - name: digits
+    architecture: digitcnn
+    weights: [{label: random, seed: 0}]
+    layers: [conv1]
+"""
+
+
+def _mixed_spec(tmp_path: Path) -> Path:
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(_MIXED_SPEC)
+    return spec
+
+
+def _rows(lines: list[str]) -> dict[str, str]:
+    return {line.split()[-2]: line.split()[-1] for line in lines}
+
+
+def test_list_layers_runs_a_generated_wav_through_audio_models(tmp_path: Path, capsys) -> None:
+    import soundfile
+
+    t = np.arange(8000) / 16000
+    wav = tmp_path / "word.wav"
+    soundfile.write(wav, 0.5 * np.sin(2 * np.pi * 440 * t), 16000)
+    assert main(["list-layers", str(_mixed_spec(tmp_path)), "--stimulus", str(wav)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "words (word_cnn2d), audio input (bands, frames) (32, 32):"
+    words = _rows(out[1:8])
+    assert (words["conv1"], words["conv2"], words["pool"]) == ("32x30x30", "64x28x28", "64x14x14")
+    assert (words["fc1"], words["fc2"]) == ("128", "8")
+    assert out[8] == "digits (digitcnn), input (1, 8, 8) (declared; word.wav is audio):"
+    assert _rows(out[9:-1])["conv1"] == "8x8x8"
+
+
+def test_list_layers_runs_a_generated_png_through_image_models(tmp_path: Path, capsys) -> None:
+    from PIL import Image
+
+    png = tmp_path / "photo.png"
+    rgba = np.random.default_rng(0).integers(0, 256, size=(30, 20, 4), dtype=np.uint8)
+    Image.fromarray(rgba, mode="RGBA").save(png)
+    assert main(["list-layers", str(_mixed_spec(tmp_path)), "--stimulus", str(png)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == ("words (word_cnn2d), audio input (bands, frames) (32, 32) (declared; "
+                      "photo.png is image):")
+    assert out[8] == "digits (digitcnn), input (1, 8, 8):"
+    digits = _rows(out[9:-1])
+    assert (digits["conv1"], digits["pool"], digits["fc2"]) == ("8x8x8", "16x4x4", "10")
+    assert "  * conv1                8x8x8" in out
+
+
+def test_list_layers_stimulus_errors(tmp_path: Path, capsys) -> None:
+    spec = _mixed_spec(tmp_path)
+    assert main(["list-layers", str(spec), "--stimulus", str(tmp_path / "gone.wav")]) == 66
+    assert "stimulus not found" in capsys.readouterr().err
+    broken = tmp_path / "broken.wav"
+    broken.write_bytes(b"RIFF but not really")
+    assert main(["list-layers", str(spec), "--stimulus", str(broken)]) == 65
+    assert f"{broken}: cannot be read as audio" in capsys.readouterr().err

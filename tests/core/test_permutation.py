@@ -525,3 +525,34 @@ def test_cka_constant_representation_raises():
     reference, candidates = _patterns(14, 8)
     with pytest.raises(ValueError, match="constant"):
         cka_permutation_batch(reference, [candidates[0], np.zeros((8, 3))], n_permutations=5)
+
+
+@pytest.mark.parametrize("unbiased", [True, False])
+@pytest.mark.parametrize("sigma", [0.5, 1.0, 2.0])
+def test_cka_rbf_statistic_and_p_values_match_recomputed_cka(unbiased, sigma):
+    reference, candidates = _patterns(15, 10, strengths=(0.0, 0.5, 3.0))
+    n_perm = 60
+    res = cka_permutation_batch(reference, candidates, unbiased, n_permutations=n_perm, seed=5,
+                                kernel="rbf", sigma=sigma)
+    want = [cka(reference, c, kernel="rbf", unbiased=unbiased, sigma=sigma) for c in candidates]
+    np.testing.assert_allclose(res.statistic, want, rtol=0, atol=1e-10)
+    # the null recomputed from scratch: CKA of the permuted rows (bandwidth re-estimated)
+    perms = stimulus_permutations(10, n_perm, 5)
+    null = np.array([[cka(reference[p], c, kernel="rbf", unbiased=unbiased, sigma=sigma)
+                      for c in candidates] for p in perms])
+    p = (1 + (null >= res.statistic - 1e-12).sum(axis=0)) / (1 + n_perm)
+    p_fwe = (1 + (null.max(axis=1)[:, None] >= res.statistic - 1e-12).sum(axis=0)) / (1 + n_perm)
+    np.testing.assert_array_equal(res.p_value, p)
+    np.testing.assert_array_equal(res.p_fwe, p_fwe)
+    assert res.p_value[-1] < 0.05 < res.p_value[0]
+
+
+def test_cka_zero_permutations_give_statistics_and_nan_p():
+    reference, candidates = _patterns(16, 9)
+    res = cka_permutation_batch(reference, candidates, n_permutations=0, seed=None)
+    np.testing.assert_allclose(res.statistic, [cka(reference, c, unbiased=True)
+                                               for c in candidates], atol=1e-12)
+    assert np.isnan(res.p_value).all() and np.isnan(res.p_fwe).all()
+    assert isinstance(res.seed, int)
+    with pytest.raises(ValueError, match="unknown kernel"):
+        cka_permutation_batch(reference, candidates, n_permutations=3, kernel="poly")

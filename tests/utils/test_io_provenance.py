@@ -15,6 +15,7 @@ import pytest
 import nnbrain
 from nnbrain.utils.bids import derivatives_spec, pybids_config
 from nnbrain.utils.io import atomic_write, write_json
+from nnbrain.measures import DEFAULT_MEASURES, descriptions
 from nnbrain.utils.provenance import dataset_description, top_level_files, write_if_changed
 
 
@@ -101,7 +102,8 @@ def files(tmp_path, monkeypatch):
     fmriprep.mkdir(parents=True)
     out = tmp_path / "out"
     out.mkdir()
-    return top_level_files(out, {"raw": raw, "fmriprep": fmriprep})
+    return top_level_files(out, {"raw": raw, "fmriprep": fmriprep},
+                           descriptions(DEFAULT_MEASURES))
 
 
 def test_top_level_file_names(files):
@@ -140,7 +142,13 @@ def test_dataset_description_container(tmp_path, monkeypatch):
 
 def test_descriptions_tsv(files):
     rows = list(csv.DictReader(io.StringIO(files["descriptions.tsv"]), delimiter="\t"))
-    assert [r["desc_id"] for r in rows] == [f"desc-{k}" for k in derivatives_spec()["descriptions"]]
+    fixed = [f"desc-{k}" for k in derivatives_spec()["descriptions"]]
+    assert [r["desc_id"] for r in rows] == fixed + [
+        "desc-rsa", "desc-rsaMean", "desc-cka", "desc-ckaMean", "desc-ckarbf", "desc-ckarbfMean",
+        "desc-nss", "desc-nssMean"]
+    by_id = {r["desc_id"]: r["description"] for r in rows}
+    assert "tau-a" in by_id["desc-rsa"] and "rbf" in by_id["desc-ckarbf"]
+    assert "desc-ckarbf" in by_id["desc-nss"]
     for row in rows:
         assert re.fullmatch(r"desc-[A-Za-z0-9]+", row["desc_id"]), row
         assert row["description"]

@@ -10,7 +10,8 @@ from nnbrain.cli.parser import build_bids_app_parser
 from nnbrain.cli.run import _plan_participant, settings_from_args
 from nnbrain.workflows.activations import init_activations_wf
 from nnbrain.workflows.base import init_nnbrain_wf
-from nnbrain.workflows.group import init_group_wf
+from nnbrain.measures import Measure
+from nnbrain.workflows.group import GroupInputs, init_group_wf
 from nnbrain.workflows.preprocess import init_preprocess_wf
 from nnbrain.workflows.roi import init_roi_wf
 from nnbrain.workflows.similarity import init_similarity_wf
@@ -60,11 +61,28 @@ def test_subworkflows_expose_their_contract() -> None:
     roi = init_roi_wf(stimuli=["a.png", "b.png"])
     assert _io(roi, "outputnode") == {"patterns", "rois"}
     assert roi.get_node("roi_patterns").inputs.stimuli == ["a.png", "b.png"]
-    sim = init_similarity_wf(n_permutations=50, seed=3)
+    measures = (Measure("rsa", "rsa", permutations=50), Measure("k", "cka", kernel="rbf",
+                                                                permutations=50),
+                Measure("n", "nss", cka="k"))
+    sources = [{"model": "m", "weights": "random1", "kind": "random", "group": "random"}]
+    sim = init_similarity_wf(measures=measures, weight_sources=sources, seed=3)
     node = sim.get_node("similarity")
-    assert (node.inputs.n_permutations, node.inputs.seed, node.inputs.comparator) == (50, 3,
-                                                                                        "spearman")
-    assert _io(sim, "outputnode") == {"rsa", "cka", "nss", "brain_rdms"}
+    assert node.inputs.seed == 3 and node.inputs.weight_sources == sources
+    assert [Measure.from_dict(m) for m in node.inputs.measures] == list(measures)
+    assert _io(sim, "outputnode") == {"tables", "brain_rdms"}
+
+
+def test_plan_has_the_spec_measures_with_permutations_resolved(plan_and_settings) -> None:
+    plan, settings = plan_and_settings("01")
+    assert [(m.label, m.kind) for m in plan.measures] == [
+        ("rsa", "rsa"), ("cka", "cka"), ("ckarbf", "cka"), ("nss", "nss")]
+    assert plan.measures[0].comparator == "tau-a"
+    assert plan.measures[2].kernel == "rbf" and plan.measures[3].cka == "ckarbf"
+    assert [m.permutations for m in plan.measures] == [settings.n_permutations] * 3 + [None]
+    wf = init_nnbrain_wf(settings, plan, Path(settings.work_dir) / "staging")
+    node = wf.get_node("single_subject_01_wf").get_node("similarity_wf").get_node("similarity")
+    assert [m["label"] for m in node.inputs.measures] == ["rsa", "cka", "ckarbf", "nss"]
+    assert wf.get_node("ds_model").inputs.rdm_methods == ["correlation"]
 
 
 def test_activations_wf_one_node_per_weights_source(plan_and_settings, demo_copy) -> None:
@@ -84,7 +102,10 @@ def test_group_wf_one_sink_per_measure(tmp_path: Path) -> None:
     table = tmp_path / "a.tsv"
     table.write_text("model\n")
     rows = [("01", str(table), "bids::a.tsv")]
-    wf = init_group_wf(tables={"rsa": rows, "cka": rows}, entities={"task": "t", "space": "s",
-                                                                    "atlas": "a"},
-                       staging_dir=tmp_path, work_dir=tmp_path)
-    assert sorted(wf.list_node_names()) == ["ds_group_cka", "ds_group_rsa"]
+    measures = [GroupInputs("rsa", {"Measure": "rsa"}, rows, {"roiA": [str(table)]}),
+                GroupInputs("ckarbf", {"Measure": "cka"}, rows)]
+    wf = init_group_wf(measures=measures, entities={"task": "t", "space": "s", "atlas": "a"},
+                       seed=4, staging_dir=tmp_path, work_dir=tmp_path)
+    assert sorted(wf.list_node_names()) == ["ds_group_ckarbf", "ds_group_rsa"]
+    node = wf.get_node("ds_group_rsa")
+    assert node.inputs.roi_rdms == {"roiA": [str(table)]} and node.inputs.seed == 4

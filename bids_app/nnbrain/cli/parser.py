@@ -129,5 +129,7 @@ def build_list_layers_parser() -> argparse.ArgumentParser:
     parser.add_argument("--allow-custom-code", action="store_true",
                         help="allow architectures from your own Python files (runs that code)")
     parser.add_argument("--stimulus", type=Path, metavar="FILE",
-                        help="stimulus file to run through each model (default: a blank input)")
+                        help="an image or audio (WAV, FLAC, OGG) file to run, preprocessed as "
+                        "the spec says, through each model of its kind (default: a blank input "
+                        "of the declared shape)")
     return parser

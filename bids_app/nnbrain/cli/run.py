@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -11,6 +12,7 @@ import uuid
 from argparse import Namespace
 from datetime import datetime, timezone, UTC
 from pathlib import Path
+from typing import Any
 
 from nnbrain import __version__
 from nnbrain.cli.parser import SUBCOMMANDS, build_bids_app_parser, build_list_layers_parser
@@ -65,51 +67,82 @@ def list_layers(spec_path: Path, stimulus: Path | None, *,
                 allow_custom_code: bool = False) -> str:
     """Text listing every module of each spec model with its output shape for one stimulus.
 
-    With ``stimulus`` (an image file), image models run it through the network (CPU, untrained
-    weights: shapes do not depend on them); otherwise, and for audio models, a zero input of
-    the declared shape runs on torch's meta device (no weights are allocated). Layers selected
-    by the spec are marked ``*``.
+    With ``stimulus`` (an image, or a WAV/FLAC/OGG file), each model of that kind runs it,
+    read and preprocessed by :func:`nnbrain.models.stimuli.load_stimuli` as the spec says, through
+    the network (CPU, untrained weights: shapes do not depend on them). Without it, and for
+    models of the other kind, a zero input of the declared shape runs on torch's meta device
+    (no weights are allocated). Layers selected by the spec are marked ``*``.
+
+    Raises
+    ------
+    MissingInputError
+        The spec or the stimulus does not exist.
+    DataError
+        The spec is invalid, or the stimulus cannot be read or preprocessed for a model.
     """
-    import torch
-
-    from nnbrain.models.transforms import load_images
-    from nnbrain.models.zoo import build_from_dict
     from nnbrain.spec import load_model_spec
+    from nnbrain.utils.bids import AUDIO_SUFFIXES
 
-    def describe(out: object) -> str:
-        if isinstance(out, (tuple, list)) and out and hasattr(out[0], "shape"):
-            out = out[0]
-        shape = getattr(out, "shape", None)
-        return "x".join(map(str, tuple(shape)[1:])) if shape is not None else type(out).__name__
-
+    if stimulus is not None and not stimulus.is_file():
+        raise MissingInputError("stimulus not found; pass an existing image or audio file to "
+                                "--stimulus", stimulus)
+    stimulus_kind = None
+    if stimulus is not None:
+        stimulus_kind = "audio" if stimulus.suffix.lower() in AUDIO_SUFFIXES else "image"
     lines = []
     for model in load_model_spec(spec_path, allow_custom_code=allow_custom_code):
         kind, shape = model.declared_input()
-        spec = model.to_dict()
-        if stimulus is not None and kind == "image":
-            net = build_from_dict(spec, allow_custom_code=allow_custom_code).eval()
-            x = torch.as_tensor(load_images([stimulus], shape))
-        else:
-            net = build_from_dict(spec, allow_custom_code=allow_custom_code, device="meta").eval()
-            x = torch.zeros((1, *shape), device="meta")
-        shapes: dict[str, str] = {}
-        handles = [module.register_forward_hook(
-            lambda _m, _i, out, name=name: shapes.__setitem__(name, describe(out)))
-            for name, module in net.named_modules() if name]
-        try:
-            with torch.inference_mode():
-                net(x)
-        finally:
-            for handle in handles:
-                handle.remove()
+        run_stimulus = stimulus if kind == stimulus_kind else None
+        shapes, names = _layer_shapes(model.to_dict(), run_stimulus, allow_custom_code)
         what = "input" if kind == "image" else "audio input (bands, frames)"
-        lines.append(f"{model.name} ({model.architecture}), {what} {tuple(shape)}:")
-        for name, _module in net.named_modules():
-            if name:
-                mark = "*" if name in model.layers else " "
-                lines.append(f"  {mark} {name:<20} {shapes.get(name, '(not run)')}")
+        note = ""
+        if stimulus is not None and run_stimulus is None:
+            note = f" (declared; {stimulus.name} is {stimulus_kind})"
+        lines.append(f"{model.name} ({model.architecture}), {what} {tuple(shape)}{note}:")
+        for name in names:
+            mark = "*" if name in model.layers else " "
+            lines.append(f"  {mark} {name:<20} {shapes.get(name, '(not run)')}")
     lines.append("(* = listed in the spec)")
     return "\n".join(lines)
+
+
+def _layer_shapes(spec: dict[str, Any], stimulus: Path | None,
+                  allow_custom_code: bool) -> tuple[dict[str, str], list[str]]:
+    """Output shape (without the batch axis, ``AxBxC``) of every named module, and the names.
+
+    Runs ``stimulus`` through the untrained network on CPU, or a zero input of the declared
+    shape on the meta device when ``stimulus`` is ``None``.
+    """
+    import torch
+
+    from nnbrain.models.stimuli import load_stimuli
+    from nnbrain.models.zoo import build_from_dict
+
+    if stimulus is not None:
+        net = build_from_dict(spec, allow_custom_code=allow_custom_code).eval()
+        x = torch.as_tensor(load_stimuli([stimulus], spec))
+    else:
+        net = build_from_dict(spec, allow_custom_code=allow_custom_code, device="meta").eval()
+        x = torch.zeros((1, *spec["input"]["shape"]), device="meta")
+    shapes: dict[str, str] = {}
+    handles = [module.register_forward_hook(
+        lambda _m, _i, out, name=name: shapes.__setitem__(name, _describe_output(out)))
+        for name, module in net.named_modules() if name]
+    try:
+        with torch.inference_mode():
+            net(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return shapes, [name for name, _module in net.named_modules() if name]
+
+
+def _describe_output(out: Any) -> str:
+    """``AxBxC`` shape of a module output without its batch axis (first tensor of a tuple)."""
+    if isinstance(out, (tuple, list)) and out and hasattr(out[0], "shape"):
+        out = out[0]
+    shape = getattr(out, "shape", None)
+    return "x".join(map(str, tuple(shape)[1:])) if shape is not None else type(out).__name__
 
 
 def _is_within(path: Path, parent: Path) -> bool:
@@ -196,7 +229,8 @@ def _check_output_writable(output_dir: Path) -> None:
 
 def _plan_participant(settings: Settings):
     """Resolve everything the participant level needs, before anything is written."""
-    from nnbrain.spec import check_layers, check_weights, load_model_spec
+    from nnbrain.measures import resolve_measures
+    from nnbrain.spec import check_layers, check_weights, load_measures, load_model_spec
     from nnbrain.utils.bids import collect_runs, collect_stimuli, find_atlas, select_subjects
     from nnbrain.workflows.base import Plan
 
@@ -205,6 +239,8 @@ def _plan_participant(settings: Settings):
     allow = settings.allow_custom_code
     models = load_model_spec(settings.model_spec, allow_custom_code=allow)
     models = check_layers(models, settings.model_spec, allow_custom_code=allow)
+    measures = resolve_measures(load_measures(settings.model_spec, models),
+                                settings.n_permutations)
     models = check_weights(models, allow_custom_code=allow)
     runs = {s: collect_runs(settings.bids_dir, settings.derivatives, s) for s in subjects}
     tasks = sorted({r.task for rs in runs.values() for r in rs})
@@ -218,7 +254,7 @@ def _plan_participant(settings: Settings):
              else settings.atlas.parent}
     links.update({p.name: p for p in settings.derivatives})
     return Plan(subjects=runs, task=tasks[0], stimuli=stimuli, atlas=atlas, models=models,
-                dataset_links=links)
+                measures=measures, dataset_links=links)
 
 
 def _refuse_existing(settings: Settings, rel_paths: list[str]) -> None:
@@ -230,7 +266,8 @@ def _refuse_existing(settings: Settings, rel_paths: list[str]) -> None:
                               settings.output_dir)
 
 
-def _start_run_logs(settings: Settings, links: dict[str, Path] | None) -> Path:
+def _start_run_logs(settings: Settings, links: dict[str, Path] | None,
+                    measure_descriptions: dict[str, str] | None = None) -> Path:
     """Create the output dataset if needed (with its top-level files when ``links`` are given)
     and the run's log directory with its settings and log file."""
     from nnbrain.utils.datalad import dataset_lock, ensure_dataset
@@ -239,7 +276,8 @@ def _start_run_logs(settings: Settings, links: dict[str, Path] | None) -> Path:
     settings.output_dir.mkdir(parents=True, exist_ok=True)
     with dataset_lock(settings.output_dir):
         ensure_dataset(settings.output_dir)
-        for rel, text in top_level_files(settings.output_dir, links or {}).items():
+        for rel, text in top_level_files(settings.output_dir, links or {},
+                                         measure_descriptions).items():
             if links is not None:
                 write_if_changed(settings.output_dir / rel, text)
     log_dir = settings.output_dir / "logs" / settings.run_uuid
@@ -312,6 +350,7 @@ def _copy_spec(settings: Settings) -> str:
 
 def run_participant(settings: Settings) -> int:
     """Participant level: validate, plan, run the workflow, move outputs in, save."""
+    from nnbrain.measures import descriptions
     from nnbrain.utils.bids import run_validator
     from nnbrain.workflows.base import init_nnbrain_wf
 
@@ -321,7 +360,7 @@ def run_participant(settings: Settings) -> int:
     plan = _plan_participant(settings)
     _refuse_existing(settings, [f"sub-{s}" for s in plan.subjects])
     _check_output_writable(settings.output_dir)
-    log_dir = _start_run_logs(settings, plan.dataset_links)
+    log_dir = _start_run_logs(settings, plan.dataset_links, descriptions(plan.measures))
     spec_rel = _copy_spec(settings)
     staging = settings.work_dir / settings.run_uuid / "staging"
     staging.mkdir(parents=True, exist_ok=True)
@@ -341,11 +380,46 @@ def run_participant(settings: Settings) -> int:
     return EXIT_SUCCESS
 
 
+def _group_inputs(layout, files: list, query: dict[str, Any], output_dir: Path) -> list:
+    """Participant tables per measure label (desc), with the ROI RDMs of RSA measures.
+
+    Parameters
+    ----------
+    layout : bids.BIDSLayout
+        Of the output dataset.
+    files : list of BIDSFile
+        Participant similarity tables.
+    query : dict
+        ``task``, ``space``, ``atlas`` and ``subject`` (a list or ``Query.ANY``) of the tables.
+    output_dir : Path
+    """
+    from nnbrain.utils.bids import bids_uri
+    from nnbrain.workflows.group import GroupInputs
+
+    by_desc: dict[str, list] = {}
+    for f in files:
+        by_desc.setdefault(f.entities["desc"], []).append(f)
+    measures = []
+    for label, group in by_desc.items():
+        sidecar = json.loads(Path(group[0].path).with_suffix(".json").read_text())
+        roi_rdms: dict[str, list[str]] = {}
+        if sidecar["Measure"] == "rsa":
+            for rdm in sorted(layout.get(suffix="relmat", desc=sidecar["Parameters"]["RDM"],
+                                         extension=".tsv", datatype="func", **query),
+                              key=lambda f: f.path):
+                roi_rdms.setdefault(rdm.entities["label"], []).append(rdm.path)
+        measures.append(GroupInputs(
+            label=label, measure=sidecar, roi_rdms=roi_rdms,
+            tables=[(f.entities["subject"], f.path, bids_uri(Path(f.path), {"": output_dir}))
+                    for f in group]))
+    return measures
+
+
 def run_group(settings: Settings) -> int:
     """Group level: read participant tables through pybids, write group tables and figures."""
     from bids.layout import Query
 
-    from nnbrain.utils.bids import bids_uri, build_path, output_layout
+    from nnbrain.utils.bids import build_path, output_layout
     from nnbrain.workflows.group import init_group_wf
 
     start = time.monotonic()
@@ -353,38 +427,34 @@ def run_group(settings: Settings) -> int:
         raise MissingInputError("no participant outputs here; run the participant level first",
                                 settings.output_dir)
     layout = output_layout(settings.output_dir)
-    tables: dict[str, list[tuple[str, str, str]]] = {}
-    entities: set[tuple[str, str, str]] = set()
-    for measure in ("rsa", "cka", "nss"):
-        files = layout.get(suffix="similarity", desc=measure, extension=".tsv",
-                           subject=list(settings.participant_label) or Query.ANY)
-        tables[measure] = [(f.entities["subject"], f.path,
-                            bids_uri(Path(f.path), {"": settings.output_dir}))
-                           for f in sorted(files, key=lambda f: f.path)]
-        entities |= {(f.entities["task"], f.entities["space"], f.entities["atlas"]) for f in files}
-    if not any(tables.values()):
+    subject = list(settings.participant_label) or Query.ANY
+    files = sorted(layout.get(suffix="similarity", extension=".tsv", subject=subject),
+                   key=lambda f: f.path)
+    if not files:
         raise NoDataError("no participant similarity tables found (sub-*/func/*_similarity.tsv)"
                           + (f" for {', '.join(settings.participant_label)}"
                              if settings.participant_label else "")
                           + "; run the participant level first", settings.output_dir)
+    entities = {(f.entities["task"], f.entities["space"], f.entities["atlas"]) for f in files}
     if len(entities) != 1:
         raise NoDataError(f"participant tables mix {len(entities)} task/space/atlas "
                           "combinations; this version aggregates one", settings.output_dir)
     task, space, atlas = entities.pop()
     ents = {"task": task, "space": space, "atlas": atlas}
+    measures = _group_inputs(layout, files, {**ents, "subject": subject}, settings.output_dir)
     targets = [build_path("group_similarity", **ents, desc=d)
-               for m, rows in tables.items() if rows for d in (m, f"{m}Mean")]
+               for m in measures for d in (m.label, f"{m.label}Mean")]
     _refuse_existing(settings, targets)
     _check_output_writable(settings.output_dir)
     log_dir = _start_run_logs(settings, None)
     staging = settings.work_dir / settings.run_uuid / "staging"
     staging.mkdir(parents=True, exist_ok=True)
     _configure_nipype(settings, log_dir)
-    workflow = init_group_wf(tables={m: rows for m, rows in tables.items() if rows},
-                             entities=ents, staging_dir=staging, work_dir=settings.work_dir)
+    workflow = init_group_wf(measures=measures, entities=ents, seed=settings.random_seed,
+                             staging_dir=staging, work_dir=settings.work_dir)
     _run_workflow(workflow, settings, log_dir)
     written = sorted(str(p.relative_to(staging)) for p in staging.rglob("*") if p.is_file())
-    participants = sorted({row[0] for rows in tables.values() for row in rows})
+    participants = sorted({row[0] for m in measures for row in m.tables})
     _commit(settings, staging, written,
             f"nnbrain group level: {len(participants)} participants "
             f"({', '.join('sub-' + p for p in participants)})\n\nrun {settings.run_uuid}, "

@@ -1,4 +1,4 @@
-"""Bootstrap distributions and percentile confidence intervals of model-RDM evaluations.
+"""Bootstrap distributions and percentile CIs: RDM evaluations and block bootstraps of rows.
 
 An evaluation of a model RDM is the mean over the data RDMs (subjects) of its comparison with each
 (:func:`nnbrain.core.compare.compare_rdms`), as in rsatoolbox 0.3.2's ``eval_bootstrap_pattern``
@@ -16,13 +16,19 @@ Samples are drawn as rsatoolbox draws them (``randint`` of numpy's legacy ``Rand
 of size n per sample), so with ``np.random.seed(seed)`` rsatoolbox's evaluations equal these.
 
 These resample stimuli (conditions) or subjects, the independent units of an RSA design. Data with
-serially correlated rows (continuous designs) must be resampled by blocks or runs, never by rows;
-that is not what these functions do.
+serially correlated rows (continuous designs: fMRI volumes, network activations over video frames)
+are resampled by blocks instead, never by single rows, whose bootstrap ignores the autocorrelation
+and gives too narrow intervals: :func:`bootstrap_blocks` draws whole blocks or runs with
+replacement, :func:`bootstrap_circular_blocks` draws blocks of consecutive rows of one long run,
+wrapped around its end (the circular block bootstrap of Politis & Romano 1992). Both draw from
+``numpy.random.default_rng(seed)`` and return a :class:`BootstrapResult` that records the seed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -148,16 +154,356 @@ def percentile_ci(evaluations: ArrayLike, level: float = 0.95) -> tuple[np.ndarr
 
     Parameters
     ----------
-    evaluations : array of shape (n_bootstrap, k)
+    evaluations : array of shape (n_bootstrap, k) or (n_bootstrap, ...)
     level : float
         Coverage, in (0, 1).
 
     Returns
     -------
-    lower, upper : arrays of shape (k,)
+    lower, upper : arrays of shape (k,) or (...)
     """
-    if not 0 < level < 1:
-        raise ValueError(f"the confidence level must be in (0, 1), got {level}")
+    _check_level(level)
     cut = (1 - level) / 2
     lower, upper = np.nanquantile(np.asarray(evaluations, dtype=np.float64), [cut, 1 - cut], axis=0)
     return lower, upper
+
+
+def _check_level(level: float) -> None:
+    """Raise unless the confidence level is in (0, 1)."""
+    if not 0 < level < 1:
+        raise ValueError(f"the confidence level must be in (0, 1), got {level}")
+
+
+@dataclass(frozen=True)
+class BootstrapResult:
+    """A block bootstrap of a statistic of serially correlated rows.
+
+    Attributes
+    ----------
+    estimate : float or array of shape (*statistic_shape)
+        The statistic on all rows, in their order.
+    draws : array of shape (n_bootstrap, *statistic_shape)
+        The statistic on each bootstrap sample.
+    lower, upper : float or arrays of shape (*statistic_shape)
+        Percentile confidence interval (:func:`percentile_ci`), NaN draws ignored.
+    level : float
+        Coverage of the interval.
+    seed : int
+        Seed of ``numpy.random.default_rng`` that drew the samples (drawn when none was given);
+        passing it again gives the same draws.
+    scheme : {"blocks", "circular"}
+        Whole blocks or runs (:func:`bootstrap_blocks`) or circular blocks of one run
+        (:func:`bootstrap_circular_blocks`).
+    n_rows : int
+        Rows of the data.
+    n_blocks : int
+        Blocks drawn per sample: the number of labelled blocks, or ``ceil(n_rows / block_length)``.
+    block_length : int or None
+        Rows per circular block; None for labelled blocks.
+    """
+
+    estimate: float | np.ndarray
+    draws: np.ndarray
+    lower: float | np.ndarray
+    upper: float | np.ndarray
+    level: float
+    seed: int
+    scheme: str
+    n_rows: int
+    n_blocks: int
+    block_length: int | None = None
+
+
+def bootstrap_blocks(
+    statistic: Callable[..., float | np.ndarray],
+    x: ArrayLike,
+    y: ArrayLike | None = None,
+    *,
+    blocks: ArrayLike,
+    n_bootstrap: int = 1000,
+    seed: int | None = None,
+    level: float = 0.95,
+    contiguous: bool = True,
+) -> BootstrapResult:
+    """Bootstrap a statistic of serially correlated rows over whole blocks or runs.
+
+    Each sample draws as many blocks as the data have, uniformly with replacement, and
+    concatenates their rows in the order drawn, each block's rows in their original order; rows
+    of ``x`` and ``y`` are drawn together. Samples have as many rows as the drawn blocks hold
+    (``n_rows`` when the blocks have equal lengths).
+
+    Parameters
+    ----------
+    statistic : callable
+        ``statistic(x_sample)``, or ``statistic(x_sample, y_sample)`` when ``y`` is given, returns
+        a float or an array of fixed shape (e.g. ``lambda a, b: cka(a, b, unbiased=True)``).
+    x : array of shape (n_rows, ...)
+    y : array of shape (n_rows, ...) or None
+    blocks : array of shape (n_rows,)
+        Block (e.g. run) label of each row, integers or strings; at least 2 distinct labels.
+    n_bootstrap : int
+    seed : int or None
+        Seed of ``numpy.random.default_rng``; None draws one, recorded in the result.
+    level : float
+        Coverage of the percentile interval, in (0, 1).
+    contiguous : bool
+        Require each block to be one run of consecutive rows (the default, as runs or blocks of
+        a continuous design are); False allows a block's rows to be scattered.
+
+    Returns
+    -------
+    BootstrapResult
+        ``scheme="blocks"``, ``n_blocks`` the number of distinct labels.
+
+    Examples
+    --------
+    >>> x = np.arange(6.0)
+    >>> result = bootstrap_blocks(np.mean, x, blocks=[0, 0, 1, 1, 2, 2], n_bootstrap=50, seed=0)
+    >>> result.draws.shape, result.n_blocks, result.seed
+    ((50,), 3, 0)
+    """
+    arrays = _paired_rows(x, y)
+    starts, lengths, order = _block_layout(np.asarray(blocks), arrays[0].shape[0], contiguous)
+    rng, seed = _generator(seed, n_bootstrap, level)
+    picks = rng.integers(0, starts.size, size=(n_bootstrap, starts.size))
+    samples = (order[_concatenated_ranges(starts[pick], lengths[pick])] for pick in picks)
+    return _bootstrap(statistic, arrays, samples, level, seed, "blocks", starts.size)
+
+
+def bootstrap_circular_blocks(
+    statistic: Callable[..., float | np.ndarray],
+    x: ArrayLike,
+    y: ArrayLike | None = None,
+    *,
+    block_length: int,
+    n_bootstrap: int = 1000,
+    seed: int | None = None,
+    level: float = 0.95,
+) -> BootstrapResult:
+    """Circular block bootstrap (Politis & Romano 1992) of a statistic of one long run.
+
+    The rows are wrapped on a circle; each sample draws ``ceil(n_rows / block_length)`` start
+    rows uniformly with replacement, takes ``block_length`` consecutive rows from each (past the
+    last row it continues at the first) and keeps the first ``n_rows`` rows of their
+    concatenation. Rows of ``x`` and ``y`` are drawn together. Every row is equally likely in
+    every position, so the sample mean is unbiased for the mean of the rows.
+
+    Parameters
+    ----------
+    statistic : callable
+        ``statistic(x_sample)``, or ``statistic(x_sample, y_sample)`` when ``y`` is given.
+    x : array of shape (n_rows, ...)
+    y : array of shape (n_rows, ...) or None
+    block_length : int
+        Rows per block, from 1 (the row bootstrap, for independent rows only) to
+        ``n_rows // 2``; choose it well above the autocorrelation length.
+    n_bootstrap : int
+    seed : int or None
+        Seed of ``numpy.random.default_rng``; None draws one, recorded in the result.
+    level : float
+        Coverage of the percentile interval, in (0, 1).
+
+    Returns
+    -------
+    BootstrapResult
+        ``scheme="circular"``, with ``block_length`` and ``n_blocks`` (blocks per sample).
+    """
+    arrays = _paired_rows(x, y)
+    n_rows = arrays[0].shape[0]
+    if not 1 <= block_length <= n_rows // 2:
+        raise ValueError(
+            f"block_length must be between 1 and n_rows // 2 = {n_rows // 2} (at least 2 blocks "
+            f"of the {n_rows} rows), got {block_length}"
+        )
+    rng, seed = _generator(seed, n_bootstrap, level)
+    n_blocks = -(-n_rows // block_length)
+    starts = rng.integers(0, n_rows, size=(n_bootstrap, n_blocks, 1))
+    rows = ((starts + np.arange(block_length)) % n_rows).reshape(n_bootstrap, -1)[:, :n_rows]
+    return _bootstrap(
+        statistic, arrays, rows, level, seed, "circular", n_blocks, block_length
+    )
+
+
+def _paired_rows(x: ArrayLike, y: ArrayLike | None) -> tuple[np.ndarray, ...]:
+    """``(x,)`` or ``(x, y)`` as arrays with the same number of rows (axis 0)."""
+    arrays = tuple(np.asarray(a) for a in ((x,) if y is None else (x, y)))
+    if arrays[0].ndim == 0:
+        raise ValueError("x must have a row axis (shape (n_rows, ...)), got a scalar")
+    if len(arrays) == 2 and (arrays[1].ndim == 0 or arrays[1].shape[0] != arrays[0].shape[0]):
+        raise ValueError(
+            f"x and y must have the same number of rows, got shapes {arrays[0].shape} and "
+            f"{arrays[1].shape}"
+        )
+    return arrays
+
+
+def _block_layout(
+    blocks: np.ndarray, n_rows: int, contiguous: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Where each block's rows lie in the rows sorted by block.
+
+    Returns ``starts``, ``lengths`` (int arrays of shape (n_blocks,), blocks in sorted label
+    order) and ``order`` (int array of shape (n_rows,)): the rows of block ``b`` are
+    ``order[starts[b]:starts[b] + lengths[b]]``, in their original order.
+    """
+    if blocks.shape != (n_rows,):
+        raise ValueError(f"blocks must label each of the {n_rows} rows, got shape {blocks.shape}")
+    labels, codes, lengths = np.unique(blocks, return_inverse=True, return_counts=True)
+    if labels.size < 2:
+        raise ValueError(f"the block bootstrap needs at least 2 blocks, got {labels.size}")
+    if contiguous:
+        runs = np.flatnonzero(np.diff(codes)) + 1
+        if runs.size + 1 != labels.size:
+            split = np.bincount(codes[np.concatenate(([0], runs))]).argmax()
+            raise ValueError(
+                f"block {labels[split].item()!r} is not one run of consecutive rows; sort the "
+                "rows by block, or pass contiguous=False if its rows are meant to be scattered"
+            )
+    starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))
+    return starts, lengths, np.argsort(codes, kind="stable")
+
+
+def _concatenated_ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """``concatenate([arange(s, s + n) for s, n in zip(starts, lengths)])``, vectorised."""
+    offsets = np.cumsum(lengths) - lengths
+    return np.repeat(starts - offsets, lengths) + np.arange(lengths.sum())
+
+
+def _generator(seed: int | None, n_bootstrap: int, level: float) -> tuple[np.random.Generator, int]:
+    """A generator from ``seed``, or from a freshly drawn seed, and that seed."""
+    if n_bootstrap < 1:
+        raise ValueError(f"n_bootstrap must be at least 1, got {n_bootstrap}")
+    _check_level(level)
+    if seed is None:
+        seed = int(np.random.SeedSequence().generate_state(1)[0])
+    return np.random.default_rng(seed), seed
+
+
+def _bootstrap(
+    statistic: Callable[..., float | np.ndarray],
+    arrays: tuple[np.ndarray, ...],
+    samples: Iterable[np.ndarray],
+    level: float,
+    seed: int,
+    scheme: str,
+    n_blocks: int,
+    block_length: int | None = None,
+) -> BootstrapResult:
+    """Evaluate the statistic on all rows and on each sample of row indices."""
+    estimate = statistic(*arrays)
+    draws = np.stack([np.asarray(statistic(*(a[rows] for a in arrays))) for rows in samples])
+    lower, upper = percentile_ci(draws, level)
+    return BootstrapResult(
+        estimate=estimate,
+        draws=draws,
+        lower=lower,
+        upper=upper,
+        level=level,
+        seed=seed,
+        scheme=scheme,
+        n_rows=arrays[0].shape[0],
+        n_blocks=n_blocks,
+        block_length=block_length,
+    )
+
+
+def bootstrap_cka_stimuli(
+    reference: ArrayLike, candidates: list[ArrayLike], kernel: str = "linear",
+    unbiased: bool = True, sigma: float = 1.0, n_bootstrap: int = 1000, seed: int = 0,
+) -> np.ndarray:
+    """CKA of ``k`` representations with a reference over bootstrap samples of the stimuli.
+
+    Stimuli are drawn as :func:`bootstrap_stimuli` draws them (the same samples for the same
+    seed). CKA is computed over the distinct stimuli of each sample: a second copy of a
+    stimulus adds only pairs of a stimulus with itself, the CKA counterpart of the
+    zero-dissimilarity pairs rsatoolbox drops; with the unbiased estimator, duplicated rows
+    would bias HSIC. The RBF bandwidth is re-estimated in each sample (the colab's median over
+    all pairs of the rows compared). Samples with fewer than 4 distinct stimuli (the unbiased
+    estimator divides by n - 3) or a constant representation give NaN.
+
+    Parameters
+    ----------
+    reference : array of shape (n_stimuli, n_features)
+        E.g. an ROI's patterns.
+    candidates : list of k arrays of shape (n_stimuli, n_features_i)
+        E.g. one activation matrix per layer.
+    kernel : {"linear", "rbf"}
+    unbiased : bool
+    sigma : float
+        RBF bandwidth as a multiple of the median distance (the colab's ``threshold``).
+    n_bootstrap, seed : int
+
+    Returns
+    -------
+    array of shape (n_bootstrap, k)
+    """
+    if kernel not in ("linear", "rbf"):
+        raise ValueError(f"unknown kernel {kernel!r}; choose from linear, rbf")
+    grams = np.stack([_raw_gram(np.asarray(x, dtype=np.float64), kernel)
+                      for x in [reference, *candidates]])
+    n = grams.shape[1]
+    rng = np.random.RandomState(seed)
+    evaluations = np.full((n_bootstrap, len(candidates)), np.nan)
+    for row in evaluations:
+        kept = np.unique(rng.randint(0, n, size=n))
+        if kept.size >= 4:
+            row[:] = _cka_of_grams(grams[:, kept][:, :, kept], kernel, unbiased, sigma)
+    return evaluations
+
+
+def _raw_gram(x: np.ndarray, kernel: str) -> np.ndarray:
+    """Linear Gram (x x^T) or squared distances of the rows as ``gram_rbf`` computes them: (n, n)."""
+    if kernel == "linear":
+        return x @ x.T
+    x = x - x.mean(axis=0)
+    sq_norms = np.einsum("ij,ij->i", x, x)
+    sq_distances = np.maximum(sq_norms[:, None] + sq_norms[None, :] - 2 * (x @ x.T), 0.0)
+    np.fill_diagonal(sq_distances, 0.0)
+    return sq_distances
+
+
+def _cka_of_grams(grams: np.ndarray, kernel: str, unbiased: bool, sigma: float) -> np.ndarray:
+    """CKA of grams[0] with each of grams[1:]: array (k,), NaN where a Gram is constant.
+
+    ``grams`` is (1 + k, n, n): linear Grams, or squared distances for the RBF kernel.
+    """
+    from nnbrain.core.cka import center_gram
+
+    if kernel == "rbf":
+        medians = np.median(grams.reshape(len(grams), -1), axis=1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            grams = np.exp(-grams / (2 * sigma ** 2 * medians[:, None, None]))
+    centered = np.stack([center_gram(g, unbiased) for g in grams]).reshape(len(grams), -1)
+    norms = np.linalg.norm(centered, axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = centered[1:] @ centered[0] / (norms[1:] * norms[0])
+    out[~np.isfinite(out)] = np.nan
+    return out
+
+
+def bootstrap_subject_means(values: ArrayLike, n_bootstrap: int = 1000, seed: int = 0
+                            ) -> np.ndarray:
+    """Means of per-subject values over bootstrap samples of the subjects.
+
+    Subjects are drawn as :func:`bootstrap_subjects` draws them, so for RDM comparisons the
+    result equals ``bootstrap_subjects`` on the same seed.
+
+    Parameters
+    ----------
+    values : array of shape (n_subjects, k)
+        E.g. each subject's statistic for k layer x ROI pairs; NaN entries are ignored.
+    n_bootstrap, seed : int
+
+    Returns
+    -------
+    array of shape (n_bootstrap, k)
+    """
+    values = np.asarray(values, dtype=np.float64)
+    if values.ndim != 2 or values.shape[0] < 1:
+        raise ValueError(f"values must be (n_subjects, k) with a subject, got {values.shape}")
+    rng = np.random.RandomState(seed)
+    n = values.shape[0]
+    samples = np.stack([rng.randint(0, n, size=n) for _ in range(n_bootstrap)])
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(values[samples], axis=1)

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-from nnbrain.core.cka import center_gram, check_not_constant, gram_linear
+from nnbrain.core.cka import center_gram, check_not_constant, gram_linear, gram_rbf
 from nnbrain.core.compare import as_condensed, prepare
 from nnbrain.core.rdm import n_conditions
 
@@ -584,36 +584,55 @@ def cka_permutation_batch(
     candidates: list[np.ndarray],
     unbiased: bool = True,
     n_permutations: int = 1000,
-    seed: int = 0,
+    seed: int | None = 0,
     chunk: int = 256,
+    kernel: str = "linear",
+    sigma: float = 1.0,
 ) -> PermutationResult:
-    """Linear CKA of one representation against ``k`` others, stimulus rows permuted.
+    """CKA of one representation against ``k`` others, stimulus rows permuted.
+
+    The Gram matrices are built once (Kornblith et al. 2019 colab: ``gram_linear`` or
+    ``gram_rbf(x, threshold=sigma)``, ``center_gram(gram, unbiased)``); permuting the rows of a
+    representation permutes the rows and columns of its Gram matrix, and centering commutes
+    with that, so each permutation is one gather and one dot product per candidate. The RBF
+    bandwidth (a median over all pairs) is the same for every permutation.
 
     Parameters
     ----------
     reference : array of shape (n_samples, n_features)
-        E.g. an ROI's patterns.
+        E.g. an ROI's patterns; its rows are permuted.
     candidates : list of k arrays of shape (n_samples, n_features_i)
         E.g. one activation matrix per layer.
     unbiased : bool
         Unbiased HSIC estimator (Song et al. 2007).
-    n_permutations, seed, chunk : int
+    n_permutations : int
+        0 gives the statistics with NaN p-values.
+    seed : int or None
+        None draws one (recorded in the result).
+    chunk : int
+    kernel : {"linear", "rbf"}
+    sigma : float
+        RBF bandwidth as a multiple of the median distance (the colab's ``threshold``).
 
     Returns
     -------
     PermutationResult
+        ``statistic[i]`` equals ``nnbrain.core.cka.cka(reference, candidates[i], kernel,
+        unbiased, sigma)``.
     """
-    check_not_constant(np.asarray(reference), "reference representation")
-    for i, c in enumerate(candidates):
-        check_not_constant(np.asarray(c), f"candidate representation {i}")
-    lc = center_gram(gram_linear(reference), unbiased)
-    kcs = np.stack([center_gram(gram_linear(c), unbiased) for c in candidates])
+    lc = centered_gram(reference, kernel, unbiased, sigma, "reference representation")
+    kcs = np.stack([centered_gram(c, kernel, unbiased, sigma, f"candidate representation {i}")
+                    for i, c in enumerate(candidates)])
     n = lc.shape[0]
     norms = np.linalg.norm(kcs.reshape(len(candidates), -1), axis=1) * np.linalg.norm(lc)
     if np.any(norms == 0):
         raise ValueError("a centered Gram matrix is zero (constant representation); CKA undefined")
     k_flat = kcs.reshape(len(candidates), n * n)
     stat = k_flat @ lc.ravel() / norms
+    seed = _resolve_seed(seed)
+    if int(n_permutations) == 0:
+        nan = np.full(len(candidates), np.nan)
+        return PermutationResult(stat, nan, nan.copy(), 0, "", seed)
     perms = stimulus_permutations(n, n_permutations, seed)
     null = np.empty((n_permutations, len(candidates)))
     for start in range(0, n_permutations, chunk):
@@ -622,4 +641,33 @@ def cka_permutation_batch(
         permuted = lc[p[:, :, None], p[:, None, :]].reshape(len(p), n * n)
         null[start:start + chunk] = permuted @ k_flat.T / norms
     p_value, p_fwe = _p_values(stat, null)
-    return PermutationResult(stat, p_value, p_fwe, n_permutations)
+    return PermutationResult(stat, p_value, p_fwe, n_permutations, "", seed)
+
+
+def centered_gram(x: np.ndarray, kernel: str, unbiased: bool, sigma: float = 1.0,
+                  name: str = "representation") -> np.ndarray:
+    """Centered Gram matrix of the rows of ``x`` (colab ``gram_*`` then ``center_gram``).
+
+    Parameters
+    ----------
+    x : array of shape (n_samples, n_features)
+    kernel : {"linear", "rbf"}
+    unbiased : bool
+    sigma : float
+        RBF only: the colab's ``threshold``.
+    name : str
+        For the error message of a constant representation.
+
+    Returns
+    -------
+    array of shape (n_samples, n_samples), float64
+    """
+    x = np.asarray(x, dtype=np.float64)
+    check_not_constant(x, name)
+    if kernel == "linear":
+        gram = gram_linear(x)
+    elif kernel == "rbf":
+        gram = gram_rbf(x, sigma)
+    else:
+        raise ValueError(f"unknown kernel {kernel!r}; choose from linear, rbf")
+    return center_gram(gram, unbiased)

@@ -20,6 +20,7 @@ from nipype.interfaces.base import (
     BaseInterfaceInputSpec,
     Directory,
     File,
+    InputMultiObject,
     SimpleInterface,
     TraitedSpec,
     traits,
@@ -75,16 +76,23 @@ def _relmat_meta(measure: str, labels: list[str]) -> dict[str, Any]:
             "Description": "square matrix; rows and columns in the order of NodeLabels"}
 
 
-def _column_descriptions(measure: str, statistic: str) -> dict[str, str]:
-    """What the value columns of a similarity table mean."""
-    if measure == "nss":
+def _column_descriptions(kind: str, statistic: str) -> dict[str, str]:
+    """What the value columns of a similarity table of one measure kind mean."""
+    if kind == "nss":
         return {"statistic": statistic, "p_value": "n/a (no test for the score)",
-                "p_fwe": "n/a", "score_sd": "SD (ddof=0) of the score over random seeds",
+                "p_fwe": "n/a", "ci_low": "n/a", "ci_high": "n/a",
+                "score_sd": "SD (ddof=0) of the score over random seeds",
                 "n_seeds": "number of random-init seeds"}
     return {"statistic": statistic,
-            "p_value": "one-sided permutation p, (1 + #{null >= stat}) / (1 + n_permutations)",
+            "p_value": "one-sided permutation p, (1 + #{null >= stat}) / (1 + n_permutations); "
+                       "n/a without permutations",
             "p_fwe": "max-statistic family-wise p across the layers of one model and weights "
-                     "source"}
+                     "source",
+            "ci_low": "lower bound of the percentile bootstrap interval over stimuli "
+                      "(ConfidenceInterval)",
+            "ci_high": "upper bound of that interval",
+            "n_stimuli": "stimuli (rows) compared", "n_units": "units of the layer",
+            "n_voxels": "voxels of the ROI"}
 
 
 class _SubjectSinkInputSpec(BaseInterfaceInputSpec):
@@ -99,9 +107,8 @@ class _SubjectSinkInputSpec(BaseInterfaceInputSpec):
     patterns = File(exists=True, mandatory=True, desc="npz of ROI patterns")
     rois = File(exists=True, mandatory=True, desc="JSON of ROI names/indices/voxel counts")
     brain_rdms = File(exists=True, mandatory=True, desc="npz of condensed ROI RDMs")
-    rsa = File(exists=True, mandatory=True, desc="RSA table")
-    cka = File(exists=True, mandatory=True, desc="CKA table")
-    nss = File(exists=True, mandatory=True, desc="neural similarity score table (may be empty)")
+    tables = InputMultiObject(File(exists=True), mandatory=True,
+                              desc="one similarity TSV per measure, named <label>.tsv")
     activation_metas = traits.List(File(exists=True), mandatory=True,
                                    desc="JSON provenance of each activations file")
 
@@ -143,24 +150,25 @@ class SubjectDerivativesSink(SimpleInterface):
                                  "Sources": list(inp.sources), "ROIName": roi["name"],
                                  "ROIIndex": roi["index"], "NumberOfVoxels": roi["n_voxels"],
                                  "Stimuli": stimuli, "Method": params["glm"]})
-                meta = _relmat_meta(params["rdm_method"], stimuli)
-                meta.update(Sources=list(inp.sources), ROIName=roi["name"])
-                writer.write("brain_rdm", {**common, "label": label,
-                                           "desc": params["rdm_method"]},
-                             _square_tsv(rdms[roi["name"]], stimuli), meta)
+                for method in params["rdm_methods"]:
+                    meta = _relmat_meta(method, stimuli)
+                    meta.update(Sources=list(inp.sources), ROIName=roi["name"])
+                    writer.write("brain_rdm", {**common, "label": label, "desc": method},
+                                 _square_tsv(rdms[f"{method}/{roi['name']}"], stimuli), meta)
         act_metas = [json.loads(Path(f).read_text()) for f in inp.activation_metas]
-        for measure in ("rsa", "cka", "nss"):
-            source = Path(getattr(inp, measure))
+        for source in map(Path, inp.tables):
+            measure = params["measures"][source.stem]
             table = pd.read_csv(source, sep="\t")
             if table.empty:
                 continue
-            writer.write("similarity", {**common, "desc": measure},
+            writer.write("similarity", {**common, "desc": source.stem},
                          lambda p, src=source: shutil.copyfile(src, p),
                          {
-                             "Method": params[measure]["Method"],
-                             "Parameters": params[measure]["Parameters"],
-                             "PermutationTest": (None if measure == "nss"
-                                                 else params["permutation"]),
+                             "Measure": measure["Measure"],
+                             "Method": measure["Method"],
+                             "Parameters": measure["Parameters"],
+                             "PermutationTest": measure["PermutationTest"],
+                             "ConfidenceInterval": measure["ConfidenceInterval"],
                              "NumberOfStimuli": len(stimuli),
                              "Sources": list(inp.sources),
                              "SoftwareVersions": params["software"],
@@ -170,8 +178,8 @@ class SubjectDerivativesSink(SimpleInterface):
                                                            "WeightsSource", "WeightsSHA256",
                                                            "Seed", "Epoch", "Pooling")}
                                         for m in act_metas],
-                             "Columns": _column_descriptions(measure,
-                                                             params[measure]["Statistic"]),
+                             "Columns": _column_descriptions(measure["Measure"],
+                                                             measure["Statistic"]),
                          })
         self._results["out_files"] = writer.written
         return runtime
@@ -181,7 +189,8 @@ class _ModelSinkInputSpec(BaseInterfaceInputSpec):
     base_directory = Directory(mandatory=True, desc="staging root mirroring the output dataset")
     activations = File(exists=True, mandatory=True, desc="npz of layer activations")
     meta = File(exists=True, mandatory=True, desc="JSON provenance of the activations")
-    rdm_method = traits.Str("correlation", usedefault=True, desc="dissimilarity of model RDMs")
+    rdm_methods = traits.List(traits.Str, mandatory=True,
+                              desc="dissimilarities of the model RDMs (one RDM file each)")
 
 
 class ModelDerivativesSink(SimpleInterface):
@@ -206,11 +215,12 @@ class ModelDerivativesSink(SimpleInterface):
                 sidecar.update(LayerName=layer, Shape=list(acts.shape), Stimuli=meta["stimuli"])
                 writer.write("activations", {**ents, "layer": bids_label(layer)},
                              _npy_writer(acts), sidecar)
-                rdm_meta = _relmat_meta(self.inputs.rdm_method, meta["stimuli"])
-                rdm_meta["LayerName"] = layer
-                writer.write("model_rdm", {**ents, "layer": bids_label(layer),
-                                           "desc": self.inputs.rdm_method},
-                             _square_tsv(compute_rdm(acts, self.inputs.rdm_method),
-                                         meta["stimuli"]), rdm_meta)
+                for method in self.inputs.rdm_methods:
+                    rdm_meta = _relmat_meta(method, meta["stimuli"])
+                    rdm_meta["LayerName"] = layer
+                    writer.write("model_rdm", {**ents, "layer": bids_label(layer),
+                                               "desc": method},
+                                 _square_tsv(compute_rdm(acts, method), meta["stimuli"]),
+                                 rdm_meta)
         self._results["out_files"] = writer.written
         return runtime

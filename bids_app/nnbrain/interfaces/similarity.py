@@ -1,4 +1,4 @@
-"""Layer x ROI similarity: RSA with Mantel tests and unbiased linear CKA with permutation tests."""
+"""Layer x ROI similarity: the spec's RSA, CKA and neural similarity score measures."""
 
 from __future__ import annotations
 
@@ -10,22 +10,57 @@ from nipype.interfaces.base import (
     BaseInterfaceInputSpec,
     File,
     InputMultiObject,
+    OutputMultiObject,
     SimpleInterface,
     TraitedSpec,
     traits,
 )
 
-from nnbrain.core.permutation import cka_permutation_batch, mantel_test_batch
-from nnbrain.core.rdm import compute_rdm
+from nnbrain.measures import Measure
 
 TABLE_COLUMNS = ["model", "weights", "layer", "layer_name", "roi", "roi_name", "statistic",
-                 "p_value", "p_fwe", "n_stimuli", "n_units", "n_voxels"]
+                 "p_value", "p_fwe", "ci_low", "ci_high", "n_stimuli", "n_units", "n_voxels"]
+#: Coverage of the bootstrap confidence intervals.
+CI_LEVEL = 0.95
+
+
+def _rsa_results(brain_rdm: np.ndarray, layer_rdms: np.ndarray, measure: Measure,
+                 seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Statistic, p, p_fwe and bootstrap evaluations (n_bootstrap, k) of one ROI vs k layers."""
+    from nnbrain.core.bootstrap import bootstrap_stimuli
+    from nnbrain.core.compare import compare_rdms
+    from nnbrain.core.permutation import mantel_test_batch
+
+    if measure.permutations:
+        res = mantel_test_batch(brain_rdm, layer_rdms, measure.comparator, measure.permutations,
+                                seed)
+        stat, p, p_fwe = res.statistic, res.p_value, res.p_fwe
+    else:
+        stat = np.atleast_1d(compare_rdms(layer_rdms, brain_rdm[None], measure.comparator))
+        stat = stat.reshape(-1)
+        p = p_fwe = np.full(len(layer_rdms), np.nan)
+    boot = (bootstrap_stimuli(layer_rdms, brain_rdm[None], measure.comparator,
+                              measure.bootstrap, seed) if measure.bootstrap else None)
+    return stat, p, p_fwe, boot
+
+
+def _cka_results(pattern: np.ndarray, layers: list[np.ndarray], measure: Measure,
+                 seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Statistic, p, p_fwe and bootstrap evaluations (n_bootstrap, k) of one ROI vs k layers."""
+    from nnbrain.core.bootstrap import bootstrap_cka_stimuli
+    from nnbrain.core.permutation import cka_permutation_batch
+
+    res = cka_permutation_batch(pattern, layers, measure.unbiased, measure.permutations or 0,
+                                seed, kernel=measure.kernel, sigma=measure.sigma)
+    boot = (bootstrap_cka_stimuli(pattern, layers, measure.kernel, measure.unbiased,
+                                  measure.sigma, measure.bootstrap, seed)
+            if measure.bootstrap else None)
+    return res.statistic, res.p_value, res.p_fwe, boot
 
 
 def similarity_tables(patterns: dict[str, np.ndarray], activations: list[tuple[dict, dict]],
-                      rdm_method: str, comparator: str, n_permutations: int,
-                      seed: int) -> dict[str, list[dict]]:
-    """RSA and CKA rows for every ROI x (model, weights) x layer.
+                      measures: tuple[Measure, ...], seed: int) -> dict[str, list[dict]]:
+    """RSA and CKA rows for every measure x ROI x (model, weights) x layer.
 
     Parameters
     ----------
@@ -34,59 +69,79 @@ def similarity_tables(patterns: dict[str, np.ndarray], activations: list[tuple[d
     activations : list of (meta, layers)
         ``meta`` has ``model`` and ``weights``; ``layers`` maps layer name to an array of shape
         (n_stimuli, n_units), rows in the same stimulus order as ``patterns``.
-    rdm_method, comparator : str
-        RDM dissimilarity and RDM comparator for RSA.
-    n_permutations, seed : int
-        Permutations are shared across the layers of one network (max-statistic family).
+    measures : tuple of Measure
+        The rsa and cka measures (nss rows come from :func:`nss_rows`).
+    seed : int
+        Seed of the permutations (shared across the layers of one network: a max-statistic
+        family) and of the bootstrap samples of the stimuli (the same samples for every layer
+        and measure).
 
     Returns
     -------
-    dict with keys ``"rsa"`` and ``"cka"``: lists of row dictionaries (:data:`TABLE_COLUMNS`).
+    dict of measure label to a list of row dictionaries (:data:`TABLE_COLUMNS`); ``ci_low`` and
+    ``ci_high`` bound the 95% percentile bootstrap interval over stimuli (NaN without
+    bootstrap).
     """
+    from nnbrain.core.bootstrap import percentile_ci
+    from nnbrain.core.rdm import compute_rdm
     from nnbrain.utils.bids import bids_label
 
-    rows: dict[str, list[dict]] = {"rsa": [], "cka": []}
+    rows: dict[str, list[dict]] = {m.label: [] for m in measures if m.kind != "nss"}
+    layer_rdms: dict[tuple[int, str], np.ndarray] = {}
     for roi, pattern in patterns.items():
-        brain_rdm = compute_rdm(pattern, rdm_method)
-        for meta, layers in activations:
+        brain_rdms = {m.rdm: compute_rdm(pattern, m.rdm) for m in measures if m.kind == "rsa"}
+        for index, (meta, layers) in enumerate(activations):
             names = list(layers)
-            layer_rdms = np.stack([compute_rdm(layers[n], rdm_method) for n in names])
-            results = {
-                "rsa": mantel_test_batch(brain_rdm, layer_rdms, comparator, n_permutations, seed),
-                "cka": cka_permutation_batch(pattern, [layers[n] for n in names], True,
-                                             n_permutations, seed),
-            }
-            for measure, res in results.items():
+            for measure in measures:
+                if measure.kind == "rsa":
+                    key = (index, measure.rdm)
+                    if key not in layer_rdms:
+                        layer_rdms[key] = np.stack([compute_rdm(layers[n], measure.rdm)
+                                                    for n in names])
+                    stat, p, p_fwe, boot = _rsa_results(brain_rdms[measure.rdm], layer_rdms[key],
+                                                        measure, seed)
+                elif measure.kind == "cka":
+                    stat, p, p_fwe, boot = _cka_results(pattern, [layers[n] for n in names],
+                                                        measure, seed)
+                else:
+                    continue
+                nan = np.full(len(names), np.nan)
+                low, high = percentile_ci(boot, CI_LEVEL) if boot is not None else (nan, nan)
                 for k, name in enumerate(names):
-                    rows[measure].append({
+                    rows[measure.label].append({
                         "model": bids_label(meta["model"]), "weights": bids_label(meta["weights"]),
                         "layer": bids_label(name), "layer_name": name, "roi": bids_label(roi),
-                        "roi_name": roi, "statistic": float(res.statistic[k]),
-                        "p_value": float(res.p_value[k]), "p_fwe": float(res.p_fwe[k]),
+                        "roi_name": roi, "statistic": float(stat[k]),
+                        "p_value": float(p[k]), "p_fwe": float(p_fwe[k]),
+                        "ci_low": float(low[k]), "ci_high": float(high[k]),
                         "n_stimuli": int(pattern.shape[0]), "n_units": int(layers[name].shape[1]),
                         "n_voxels": int(pattern.shape[1]),
                     })
     return rows
 
 
-def nss_rows(cka_rows: list[dict], kinds: dict[tuple[str, str], str]) -> list[dict]:
+def nss_rows(cka_rows: list[dict], sources: dict[tuple[str, str], tuple[str, str]],
+             reference: str = "") -> list[dict]:
     """Neural similarity score rows (the 7T study's eq. 3) from one subject's CKA rows.
 
     For every model, the trained and checkpoint weight sources are scored against its random
-    sources (several seeds: per-seed scores, then their mean and SD; see
-    :func:`nnbrain.core.scores.neural_similarity_score`). Models without both kinds give no rows.
+    reference sources (several seeds: per-seed scores, then their mean and SD; see
+    :func:`nnbrain.core.scores.neural_similarity_score`). Models without both give no rows.
 
     Parameters
     ----------
     cka_rows : list of dict
-        Rows of :func:`similarity_tables` ``["cka"]``.
-    kinds : dict of (model label, weights label) to str
-        ``trained``, ``checkpoint`` or ``random`` per weight source.
+        Rows of one cka measure of :func:`similarity_tables`.
+    sources : dict of (model label, weights label) to (kind, group)
+        ``trained``, ``checkpoint`` or ``random`` per weight source, and the spec entry label it
+        was expanded from (``random`` for seeds ``random1``, ``random2``).
+    reference : str
+        Weights or group label of the untrained reference; empty: every random source.
 
     Returns
     -------
-    list of dict with :data:`TABLE_COLUMNS` (``statistic`` = score; p-values ``nan``) plus
-    ``score_sd`` (over random seeds) and ``n_seeds``.
+    list of dict with :data:`TABLE_COLUMNS` (``statistic`` = score; p-values and CI ``nan``)
+    plus ``score_sd`` (over random seeds) and ``n_seeds``.
     """
     import pandas as pd
 
@@ -96,8 +151,9 @@ def nss_rows(cka_rows: list[dict], kinds: dict[tuple[str, str], str]) -> list[di
     rows: list[dict] = []
     for model, part in table.groupby("model", sort=False):
         weights = list(dict.fromkeys(part["weights"]))
-        trained = [w for w in weights if kinds[(model, w)] != "random"]
-        random = [w for w in weights if kinds[(model, w)] == "random"]
+        trained = [w for w in weights if sources[(model, w)][0] != "random"]
+        random = [w for w in weights if sources[(model, w)][0] == "random"
+                  and (not reference or reference in (w, sources[(model, w)][1]))]
         if not trained or not random:
             continue
         rois = list(dict.fromkeys(part["roi"]))
@@ -120,6 +176,7 @@ def nss_rows(cka_rows: list[dict], kinds: dict[tuple[str, str], str]) -> list[di
                                  "roi_name": info["roi_name"],
                                  "statistic": float(result.score[m, i, j]),
                                  "p_value": float("nan"), "p_fwe": float("nan"),
+                                 "ci_low": float("nan"), "ci_high": float("nan"),
                                  "n_stimuli": int(info["n_stimuli"]),
                                  "n_units": int(info["n_units"]),
                                  "n_voxels": int(info["n_voxels"]),
@@ -143,27 +200,33 @@ class _SimilarityInputSpec(BaseInterfaceInputSpec):
                                    desc="npz of layer activations per (model, weights)")
     activation_metas = InputMultiObject(File(exists=True), mandatory=True,
                                         desc="JSON provenance per activations file")
-    rdm_method = traits.Str("correlation", usedefault=True, desc="RDM dissimilarity")
-    comparator = traits.Str("spearman", usedefault=True, desc="RDM comparator")
-    n_permutations = traits.Int(1000, usedefault=True, desc="stimulus-label permutations")
-    seed = traits.Int(0, usedefault=True, desc="seed of the permutations")
+    measures = traits.List(traits.Dict, mandatory=True,
+                           desc="Measure.to_dict() of every measure, in spec order")
+    weight_sources = traits.List(traits.Dict, mandatory=True,
+                                 desc="model, weights, kind (trained/checkpoint/random) and "
+                                      "group (spec entry label) of every weight source")
+    seed = traits.Int(0, usedefault=True, desc="seed of the permutations and bootstrap samples")
 
 
 class _SimilarityOutputSpec(TraitedSpec):
-    rsa = File(exists=True, desc="RSA table (TSV)")
-    cka = File(exists=True, desc="CKA table (TSV)")
-    nss = File(exists=True, desc="neural similarity score table (TSV; empty without random "
-                                 "weights)")
-    brain_rdms = File(exists=True, desc="npz: condensed RDM per ROI")
+    tables = OutputMultiObject(File(exists=True),
+                               desc="one TSV per measure, named <label>.tsv (an nss table is "
+                                    "empty without random weights)")
+    brain_rdms = File(exists=True, desc="npz: condensed RDM per '<rdm method>/<ROI>'")
 
 
 class LayerROISimilarity(SimpleInterface):
-    """RSA (Mantel) and unbiased linear CKA (row permutations) for every layer x ROI."""
+    """Every spec measure (RSA with Mantel tests, CKA with permutation tests and bootstrap CIs,
+    the neural similarity score) for every layer x ROI."""
 
     input_spec = _SimilarityInputSpec
     output_spec = _SimilarityOutputSpec
 
     def _run_interface(self, runtime):
+        from nnbrain.core.rdm import compute_rdm
+        from nnbrain.utils.bids import bids_label
+
+        measures = tuple(Measure.from_dict(m) for m in self.inputs.measures)
         with np.load(self.inputs.patterns) as npz:
             patterns = {k: npz[k] for k in npz.files}
         activations = []
@@ -171,19 +234,21 @@ class LayerROISimilarity(SimpleInterface):
             meta = json.loads(Path(meta_file).read_text())
             with np.load(act_file) as npz:
                 activations.append((meta, {k: npz[k] for k in meta["layers"]}))
-        rows = similarity_tables(patterns, activations, self.inputs.rdm_method,
-                                 self.inputs.comparator, self.inputs.n_permutations,
-                                 self.inputs.seed)
-        from nnbrain.utils.bids import bids_label
-
-        kinds = {(bids_label(m["model"]), bids_label(m["weights"])): m["WeightsSource"]
-                 for m, _ in activations}
-        rows["nss"] = nss_rows(rows["cka"], kinds)
+        rows = similarity_tables(patterns, activations, measures, self.inputs.seed)
+        sources = {(bids_label(s["model"]), bids_label(s["weights"])):
+                   (s["kind"], bids_label(s["group"])) for s in self.inputs.weight_sources}
+        for m in measures:
+            if m.kind == "nss":
+                rows[m.label] = nss_rows(rows[m.cka], sources, bids_label(m.reference)
+                                         if m.reference else "")
         cwd = Path(runtime.cwd)
-        for measure in ("rsa", "cka", "nss"):
-            write_table(rows[measure], cwd / f"{measure}.tsv")
-            self._results[measure] = str(cwd / f"{measure}.tsv")
+        tables = []
+        for m in measures:
+            write_table(rows[m.label], cwd / f"{m.label}.tsv")
+            tables.append(str(cwd / f"{m.label}.tsv"))
+        self._results["tables"] = tables
         np.savez(cwd / "brain_rdms.npz",
-                 **{roi: compute_rdm(p, self.inputs.rdm_method) for roi, p in patterns.items()})
+                 **{f"{method}/{roi}": compute_rdm(p, method) for roi, p in patterns.items()
+                    for method in dict.fromkeys(m.rdm for m in measures if m.kind == "rsa")})
         self._results["brain_rdms"] = str(cwd / "brain_rdms.npz")
         return runtime

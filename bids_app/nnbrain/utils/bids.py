@@ -261,30 +261,59 @@ def find_atlas(path: Path) -> AtlasFiles:
     return AtlasFiles(image, labels, match.group(1) if match else bids_label(stem))
 
 
+#: Stimulus file extensions nnbrain reads (lower case): images (PIL) and audio (soundfile).
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm",
+                  ".pgm")
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
+
+
 def collect_stimuli(bids_dir: Path, events_files: list[Path]) -> list[str]:
     """Sorted unique ``stim_file`` values of the events files, checked to exist under stimuli/.
+
+    Images (:data:`IMAGE_SUFFIXES`) and audio files (:data:`AUDIO_SUFFIXES`: WAV, FLAC, OGG)
+    are accepted; ``n/a`` entries (no stimulus) are skipped.
 
     Raises
     ------
     DataError
-        An events file has no ``stim_file`` column.
+        An events file has no ``stim_file`` column, or names a file of another type.
     MissingInputError
-        A named stimulus file does not exist.
+        A named stimulus file does not exist (the message names the events file).
     """
     import pandas as pd
 
-    names: set[str] = set()
+    named_in: dict[str, Path] = {}
     for events in events_files:
         table = pd.read_csv(events, sep="\t", dtype={"stim_file": str})
         if "stim_file" not in table.columns:
             raise DataError("events file has no 'stim_file' column naming the stimulus shown "
                             "(path relative to stimuli/)", events)
-        names.update(table["stim_file"].dropna())
-    for name in sorted(names):
-        if not (bids_dir / "stimuli" / name).is_file():
-            raise MissingInputError(f"stimulus named in events.tsv (stim_file={name}) is missing",
-                                    bids_dir / "stimuli" / name)
-    return sorted(names)
+        for name in table["stim_file"].dropna():
+            named_in.setdefault(name, events)
+    for name in sorted(named_in):
+        _check_stimulus(bids_dir, name, named_in[name])
+    return sorted(named_in)
+
+
+def _check_stimulus(bids_dir: Path, name: str, events: Path) -> None:
+    """Refuse a ``stim_file`` of an unsupported type or one missing under ``stimuli/``."""
+    path = bids_dir / "stimuli" / name
+    where = f"stim_file={name} in {_relative(events, bids_dir)}"
+    if path.suffix.lower() not in IMAGE_SUFFIXES + AUDIO_SUFFIXES:
+        raise DataError(f"{where}: not a stimulus type nnbrain reads; use an image "
+                        f"({', '.join(IMAGE_SUFFIXES)}) or audio ({', '.join(AUDIO_SUFFIXES)}) "
+                        "file", path)
+    if not path.is_file():
+        raise MissingInputError(f"stimulus named in events.tsv ({where}) is missing; put it "
+                                "under stimuli/ or fix the events file", path)
+
+
+def _relative(path: Path, root: Path) -> str:
+    """``path`` relative to ``root`` when inside it, else as given."""
+    try:
+        return str(Path(path).resolve().relative_to(Path(root).resolve()))
+    except ValueError:
+        return str(path)
 
 
 def bids_uri(path: Path, roots: dict[str, Path]) -> str:

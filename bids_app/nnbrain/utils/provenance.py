@@ -40,10 +40,15 @@ def dataset_description(output_dir: Path, links: dict[str, Path]) -> dict[str, A
     }
 
 
-def top_level_files(output_dir: Path, links: dict[str, Path]) -> dict[str, str]:
-    """Relative path -> text of every top-level file an nnbrain dataset carries."""
+def top_level_files(output_dir: Path, links: dict[str, Path],
+                    measure_descriptions: dict[str, str] | None = None) -> dict[str, str]:
+    """Relative path -> text of every top-level file an nnbrain dataset carries.
+
+    ``measure_descriptions`` (desc label -> text) adds the spec's measures to
+    ``descriptions.tsv``, after the fixed labels of ``derivatives_spec/``.
+    """
     spec = derivatives_spec()
-    descriptions = spec["descriptions"]
+    descriptions = {**spec["descriptions"], **(measure_descriptions or {})}
     readme = (
         "# nnbrain derivatives\n\nLayer x ROI similarity between deep neural networks and brain "
         "activity, written by nnbrain " + __version__ + ".\nEvery table has a JSON sidecar "

@@ -10,6 +10,8 @@ from nipype.pipeline import engine as pe
 
 from nnbrain import __version__
 from nnbrain.config import Settings
+from nnbrain.interfaces.similarity import CI_LEVEL
+from nnbrain.measures import Measure
 from nnbrain.spec import ModelSpec
 from nnbrain.utils.bids import SPACE, AtlasFiles, RunData, bids_uri
 from nnbrain.workflows.activations import init_activations_wf
@@ -18,8 +20,6 @@ from nnbrain.workflows.preprocess import init_preprocess_wf
 from nnbrain.workflows.roi import init_roi_wf
 from nnbrain.workflows.similarity import init_similarity_wf
 
-RDM_METHOD = "correlation"
-COMPARATOR = "spearman"
 HIGH_PASS_HZ = 1.0 / 128
 
 
@@ -32,47 +32,78 @@ class Plan:
     stimuli: list[str]
     atlas: AtlasFiles
     models: tuple[ModelSpec, ...]
+    measures: tuple[Measure, ...]
+    """With permutation counts resolved (:func:`nnbrain.measures.resolve_measures`)."""
     dataset_links: dict[str, Path]
 
 
-def method_parameters(settings: Settings) -> dict:
+def _measure_parameters(measure: Measure, seed: int) -> dict:
+    """Sidecar description of one measure: method, parameters, statistic, test and CI."""
+    if measure.kind == "nss":
+        return {"Measure": "nss",
+                "Method": "neural similarity score (eq. 3 of the 7T speech-CNN study)",
+                "Parameters": {**measure.parameters(),
+                               "Pool": "within subject, per random seed: every trained and "
+                                       "checkpoint source of the model plus that seed's "
+                                       "random network, over all ROI-layer pairs",
+                               "SD": "ddof=0", "Seeds": "mean over random seeds; score_sd "
+                                                        "is their SD (ddof=0)"},
+                "Statistic": f"z(CKA of this weights source) - z(CKA of the random network), "
+                             f"CKA from the desc-{measure.cka} table",
+                "PermutationTest": None, "ConfidenceInterval": None}
+    if measure.kind == "rsa":
+        method = "representational similarity analysis"
+        statistic = (f"{measure.comparator} between the ROI RDM and the layer RDM "
+                     f"({measure.rdm} dissimilarity)")
+        permuted = "stimulus labels (rows and columns of the ROI RDM together)"
+        resampled = ("stimuli with replacement; pairs of two copies of a stimulus dropped "
+                     "(rsatoolbox bootstrap_sample_pattern)")
+    else:
+        method = "centered kernel alignment (Kornblith et al. 2019)"
+        statistic = (f"{'unbiased' if measure.unbiased else 'biased'} {measure.kernel} CKA "
+                     "between the ROI patterns and the layer activations")
+        permuted = "rows (stimuli) of the ROI patterns"
+        resampled = ("stimuli with replacement; CKA over the distinct drawn stimuli (a copy "
+                     "adds only self-pairs); RBF bandwidth re-estimated per sample")
+    test = None
+    if measure.permutations:
+        test = {"NumberOfPermutations": measure.permutations, "Seed": seed,
+                "Permuted": permuted, "Tail": "upper (one-sided)",
+                "PValue": "(1 + #{null >= statistic}) / (1 + NumberOfPermutations)",
+                "FamilyWiseCorrection": "max-statistic across the layers of a model x weights"}
+    ci = None
+    if measure.bootstrap:
+        ci = {"Level": CI_LEVEL, "Method": "percentile bootstrap", "Samples": measure.bootstrap,
+              "Seed": seed, "Resampled": resampled}
+    return {"Measure": measure.kind, "Method": method, "Parameters": measure.parameters(),
+            "Statistic": statistic, "PermutationTest": test, "ConfidenceInterval": ci}
+
+
+def method_parameters(settings: Settings, measures: tuple[Measure, ...]) -> dict:
     """Everything the sidecars must state about how the numbers were made."""
     import nilearn
     import numpy
     import scipy
     import torch
 
-    permutation = {"NumberOfPermutations": settings.n_permutations, "Seed": settings.random_seed,
-                   "Permuted": "stimulus labels (rows and columns of the RDM together for RSA; "
-                               "rows of the ROI patterns for CKA)",
-                   "Tail": "upper (one-sided)",
-                   "FamilyWiseCorrection": "max-statistic across layers of a model x weights"}
     return {
         "glm": {"Model": "least-squares-all (one regressor per trial)", "HRF": "glover",
                 "DriftModel": "cosine", "HighPassHz": HIGH_PASS_HZ, "NoiseModel": "ols",
                 "Denoising": "24 motion parameters + non_steady_state_outlier columns "
                              "regressed out, linear detrend, high-pass (nilearn clean_img)",
                 "Aggregation": "mean beta over repetitions of each stimulus"},
-        "rdm_method": RDM_METHOD,
-        "rsa": {"Method": "representational similarity analysis",
-                "Parameters": {"RDM": RDM_METHOD, "Comparator": COMPARATOR},
-                "Statistic": f"{COMPARATOR} correlation between the ROI RDM and the layer RDM"},
-        "cka": {"Method": "centered kernel alignment (Kornblith et al. 2019)",
-                "Parameters": {"Kernel": "linear", "Estimator": "unbiased HSIC (Song et al. 2007)"},
-                "Statistic": "unbiased linear CKA between ROI patterns and layer activations"},
-        "nss": {"Method": "neural similarity score (eq. 3 of the 7T speech-CNN study)",
-                "Parameters": {"CKA": "unbiased linear CKA (the cka table)",
-                               "Pool": "within subject, per random seed: every trained and "
-                                       "checkpoint source of the model plus that seed's "
-                                       "random network, over all ROI-layer pairs",
-                               "SD": "ddof=0", "Seeds": "mean over random seeds; score_sd "
-                                                        "is their SD (ddof=0)"},
-                "Statistic": "z(cka of this weights source) - z(cka of the random network)"},
-        "permutation": permutation,
+        "rdm_methods": list(dict.fromkeys(m.rdm for m in measures if m.kind == "rsa")),
+        "measures": {m.label: _measure_parameters(m, settings.random_seed) for m in measures},
         "software": {"nnbrain": __version__, "numpy": numpy.__version__,
                      "scipy": scipy.__version__, "nilearn": nilearn.__version__,
                      "torch": torch.__version__},
     }
+
+
+def weight_sources(models: tuple[ModelSpec, ...]) -> list[dict]:
+    """``model``, ``weights``, ``kind`` and ``group`` of every weight source of the spec."""
+    return [{"model": m.name, "weights": w.label, "kind": w.kind, "group": w.group or w.label}
+            for m in models for w in m.weights]
 
 
 def init_single_subject_wf(*, subject: str, runs: list[RunData], plan: Plan, settings: Settings,
@@ -98,15 +129,15 @@ def init_single_subject_wf(*, subject: str, runs: list[RunData], plan: Plan, set
     roi_wf = init_roi_wf(stimuli=plan.stimuli)
     roi_wf.inputs.inputnode.atlas = str(plan.atlas.image)
     roi_wf.inputs.inputnode.atlas_labels = str(plan.atlas.labels)
-    similarity_wf = init_similarity_wf(n_permutations=settings.n_permutations,
-                                       seed=settings.random_seed, rdm_method=RDM_METHOD,
-                                       comparator=COMPARATOR)
+    similarity_wf = init_similarity_wf(measures=plan.measures,
+                                       weight_sources=weight_sources(plan.models),
+                                       seed=settings.random_seed)
     sources = [bids_uri(p, plan.dataset_links) for r in runs
                for p in (r.bold, r.mask, r.confounds, r.events)]
     sources += [bids_uri(plan.atlas.image, plan.dataset_links)]
     ds_sub = ds_subject(staging_dir=staging_dir, subject=subject, task=plan.task, space=SPACE,
                         atlas=plan.atlas.label, stimuli=plan.stimuli, sources=sources,
-                        parameters=method_parameters(settings))
+                        parameters=method_parameters(settings, plan.measures))
     workflow.connect([
         (runs_node, preprocess_wf, [("bold", "inputnode.bold"), ("mask", "inputnode.mask"),
                                     ("confounds", "inputnode.confounds"),
@@ -117,8 +148,7 @@ def init_single_subject_wf(*, subject: str, runs: list[RunData], plan: Plan, set
         (inputnode, similarity_wf, [("activations", "inputnode.activations"),
                                     ("activation_metas", "inputnode.activation_metas")]),
         (roi_wf, ds_sub, [("outputnode.patterns", "patterns"), ("outputnode.rois", "rois")]),
-        (similarity_wf, ds_sub, [("outputnode.rsa", "rsa"), ("outputnode.cka", "cka"),
-                                 ("outputnode.nss", "nss"),
+        (similarity_wf, ds_sub, [("outputnode.tables", "tables"),
                                  ("outputnode.brain_rdms", "brain_rdms")]),
         (inputnode, ds_sub, [("activation_metas", "activation_metas")]),
     ])
@@ -143,7 +173,9 @@ def init_nnbrain_wf(settings: Settings, plan: Plan, staging_dir: Path) -> pe.Wor
         models=plan.models, stimuli=stimuli, omp_nthreads=settings.omp_nthreads,
         cache_dir=str(settings.cache_dir) if settings.cache_dir else None,
         allow_custom_code=settings.allow_custom_code)
-    ds_models = ds_model(staging_dir=staging_dir, rdm_method=RDM_METHOD)
+    ds_models = ds_model(staging_dir=staging_dir,
+                         rdm_methods=list(dict.fromkeys(m.rdm for m in plan.measures
+                                                        if m.kind == "rsa")))
     workflow.connect([(activations_wf, ds_models, [("outputnode.activations", "activations"),
                                                    ("outputnode.metas", "meta")])])
     for subject, runs in plan.subjects.items():

@@ -19,7 +19,8 @@ def ds_subject(*, staging_dir: Path, subject: str, task: str, space: str, atlas:
                    name=name, run_without_submitting=True)
 
 
-def ds_model(*, staging_dir: Path, rdm_method: str, name: str = "ds_model") -> pe.MapNode:
+def ds_model(*, staging_dir: Path, rdm_methods: list[str], name: str = "ds_model") -> pe.MapNode:
     """Sink of per-layer activations and model RDMs, one iteration per (model, weights)."""
-    return pe.MapNode(ModelDerivativesSink(base_directory=str(staging_dir), rdm_method=rdm_method),
+    return pe.MapNode(ModelDerivativesSink(base_directory=str(staging_dir),
+                                           rdm_methods=rdm_methods),
                       iterfield=["activations", "meta"], name=name, run_without_submitting=True)

@@ -6,17 +6,24 @@ from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 
 from nnbrain.interfaces.similarity import LayerROISimilarity
+from nnbrain.measures import Measure
 
 
-def init_similarity_wf(*, n_permutations: int, seed: int, rdm_method: str = "correlation",
-                       comparator: str = "spearman", name: str = "similarity_wf") -> pe.Workflow:
-    """RSA (Mantel test) and unbiased linear CKA (row permutations) for every layer x ROI.
+def init_similarity_wf(*, measures: tuple[Measure, ...], weight_sources: list[dict], seed: int,
+                       name: str = "similarity_wf") -> pe.Workflow:
+    """Every measure of the model spec for every layer x ROI.
 
     Parameters
     ----------
-    n_permutations, seed : int
-        Stimulus-label permutations, shared across layers of a network (max-statistic FWE).
-    rdm_method, comparator : str
+    measures : tuple of Measure
+        RSA (Mantel test), CKA (row permutations) and neural similarity score measures, with
+        their permutation and bootstrap counts resolved.
+    weight_sources : list of dict
+        ``model``, ``weights``, ``kind`` and ``group`` of every weight source (the nss
+        reference is chosen among them).
+    seed : int
+        Seed of the permutations (shared across the layers of a network: max-statistic FWE)
+        and of the bootstrap samples over stimuli.
     name : str
 
     Inputs
@@ -28,23 +35,22 @@ def init_similarity_wf(*, n_permutations: int, seed: int, rdm_method: str = "cor
 
     Outputs
     -------
-    rsa, cka, nss : str
-        TSV tables (nss: neural similarity score, empty without random weights).
+    tables : list of str
+        One TSV per measure, named ``<label>.tsv``, in spec order.
     brain_rdms : str
-        npz of ROI RDMs.
+        npz of ROI RDMs (keys ``<rdm method>/<ROI>``).
     """
     workflow = pe.Workflow(name=name)
     inputnode = pe.Node(niu.IdentityInterface(fields=["patterns", "activations",
                                                       "activation_metas"]), name="inputnode")
-    outputnode = pe.Node(niu.IdentityInterface(fields=["rsa", "cka", "nss", "brain_rdms"]),
+    outputnode = pe.Node(niu.IdentityInterface(fields=["tables", "brain_rdms"]),
                          name="outputnode")
-    similarity = pe.Node(LayerROISimilarity(n_permutations=n_permutations, seed=seed,
-                                            rdm_method=rdm_method, comparator=comparator),
+    similarity = pe.Node(LayerROISimilarity(measures=[m.to_dict() for m in measures],
+                                            weight_sources=weight_sources, seed=seed),
                          name="similarity")
     workflow.connect([
         (inputnode, similarity, [("patterns", "patterns"), ("activations", "activations"),
                                  ("activation_metas", "activation_metas")]),
-        (similarity, outputnode, [("rsa", "rsa"), ("cka", "cka"), ("nss", "nss"),
-                                  ("brain_rdms", "brain_rdms")]),
+        (similarity, outputnode, [("tables", "tables"), ("brain_rdms", "brain_rdms")]),
     ])
     return workflow
