@@ -174,6 +174,11 @@ def test_sidecars_state_method_parameters_and_sources(demo_run) -> None:
     checkpoints = sorted((m["Epoch"], m["weights"]) for m in sidecar["Models"]
                          if m["WeightsSource"] == "checkpoint")
     assert checkpoints == [(1, "ckptepoch1"), (2, "ckptepoch2"), (4, "ckptepoch4")]
+    acts = json.loads((demo_run["out"] / "models" / "model-digitcnn" / (
+        "model-digitcnn_weights-random2_layer-conv1_activations.json")).read_text())
+    assert acts["Input"] == {"kind": "image", "shape": [1, 8, 8]}
+    assert acts["Dtype"] == "float32" and acts["Seed"] == 2 and acts["Pooling"] == "channelmean"
+    assert acts["Shape"] == [30, 8] and "Reduction" not in acts
     description = json.loads((demo_run["out"] / "dataset_description.json").read_text())
     assert description["DatasetType"] == "derivative"
     assert description["GeneratedBy"][0]["Name"] == "nnbrain"

@@ -50,6 +50,8 @@ class Settings:
         Threads per process (torch, BLAS).
     mem_gb : float
         Memory available to the workflow (GB), passed to MultiProc.
+    device : str
+        Torch device of the network forward passes (``cpu``, ``cuda``, ``cuda:N``).
     random_seed : int
         Master seed: permutations and random-init weights derive their seeds from it.
     n_permutations : int
@@ -79,6 +81,7 @@ class Settings:
     nprocs: int = 1
     omp_nthreads: int = 1
     mem_gb: float = 4.0
+    device: str = "cpu"
     random_seed: int = 0
     n_permutations: int = 1000
     skip_bids_validation: bool = False

@@ -127,3 +127,15 @@ def test_missing_fmriprep_derivatives_exit_66(demo_copy: Path, capsys) -> None:
     assert code == 66
     assert "no preprocessed BOLD (space-MNI152NLin2009cAsym, desc-preproc) for sub-02" in err
     _nothing_written(out, demo_copy)
+
+
+def test_missing_cuda_device_exit_64(demo_copy: Path, capsys) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA device")
+    out = demo_copy.parent / "out"
+    code, err = _run(_participant(demo_copy, out, "--device", "cuda:0"), capsys)
+    assert code == 64
+    assert "--device cuda:0: no such CUDA device here (0 visible); use --device cpu" in err
+    _nothing_written(out, demo_copy)

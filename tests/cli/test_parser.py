@@ -26,6 +26,9 @@ def test_bids_app_form_parses_every_option(tmp_path: Path) -> None:
     assert (args.random_seed, args.n_permutations) == (7, 99)
     assert args.skip_bids_validation and args.overwrite and args.stop_on_first_crash
     assert (args.verbose, args.quiet) == (2, 1)
+    assert args.device == "cpu"
+    assert build_bids_app_parser().parse_args(["i", "o", "group", "--device", "cuda:1"]).device \
+        == "cuda:1"
 
 
 @pytest.mark.parametrize("argv, fragment", [
@@ -35,6 +38,8 @@ def test_bids_app_form_parses_every_option(tmp_path: Path) -> None:
     (["in", "out", "participant", "--mem-gb", "-1"], "must be a positive number"),
     (["in", "out", "participant", "--participant-label", "sub-0_1"], "is not a participant label"),
     (["in", "out", "participant", "--no-such-option"], "unrecognized arguments: --no-such-option"),
+    (["in", "out", "participant", "--device", "gpu"], "'gpu' is not a torch device; use cpu, "
+                                                      "cuda or cuda:N"),
     (["list-layers"], "the following arguments are required: spec"),
 ])
 def test_bad_arguments_exit_64_with_message(argv, fragment, capsys) -> None:

@@ -301,3 +301,35 @@ def test_inplace_relu_after_hooked_conv_does_not_change_none_pooling():
     np.testing.assert_allclose(got["0.0"], conv.double().numpy(), **TOL)
     assert got["0.0"].min() < 0  # pre-ReLU values survived
     np.testing.assert_allclose(got["0.1"], np.maximum(got["0.0"], 0), **TOL)
+
+
+def test_extraction_is_deterministic_and_restores_torch_settings():
+    model = _trained_model()
+    stimuli = _stimuli(40, seed=16)
+    before = (torch.are_deterministic_algorithms_enabled(),
+              torch.is_deterministic_algorithms_warn_only_enabled())
+    state = torch.random.get_rng_state()
+    seen = []
+    hook = model.fc1.register_forward_hook(
+        lambda _m, _i, _o: seen.append(torch.are_deterministic_algorithms_enabled()))
+    try:
+        a = extract_activations(model, stimuli, ["conv2", "fc2"], pooling="flatten")
+    finally:
+        hook.remove()
+    b = extract_activations(model, stimuli, ["conv2", "fc2"], pooling="flatten")
+    assert seen and all(seen)
+    assert (torch.are_deterministic_algorithms_enabled(),
+            torch.is_deterministic_algorithms_warn_only_enabled()) == before
+    assert torch.equal(torch.random.get_rng_state(), state)
+    for layer in a:
+        np.testing.assert_array_equal(a[layer], b[layer])
+
+
+def test_probe_reports_output_and_pooled_shapes():
+    from nnbrain.models.extract import probe_layers
+
+    probes = probe_layers(_trained_model(), _stimuli(1, seed=0), ["conv2", "pool", "fc1"],
+                          pooling={"conv2": "channelmean", "pool": "flatten", "fc1": "none"})
+    assert {k: (p.output_shape, p.pooled_shape, p.n_units) for k, p in probes.items()} == {
+        "conv2": ((16, 8, 8), (16,), 16), "pool": ((16, 4, 4), (256,), 256),
+        "fc1": ((64,), (64,), 64)}

@@ -8,6 +8,7 @@ a dataset directory with such a name is reached as ``./list-layers``.
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 from typing import NoReturn
 
@@ -68,6 +69,14 @@ def _add_bids_options(parser: argparse.ArgumentParser) -> None:
                         "(runs that code; off by default)")
 
 
+def _device(text: str) -> str:
+    """``cpu``, ``cuda`` or ``cuda:N``."""
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a torch device; use cpu, cuda or "
+                                         "cuda:N")
+    return text
+
+
 def _add_performance_options(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("performance")
     g.add_argument("--nprocs", "--n-cpus", type=_positive_int, default=1, metavar="N",
@@ -76,6 +85,9 @@ def _add_performance_options(parser: argparse.ArgumentParser) -> None:
                    help="threads per process for torch and BLAS (default: 1)")
     g.add_argument("--mem-gb", type=_positive_float, default=4.0, metavar="GB",
                    help="memory available to the workflow in GB (default: 4)")
+    g.add_argument("--device", type=_device, default="cpu", metavar="DEVICE",
+                   help="torch device of the network forward passes: cpu, cuda or cuda:N "
+                        "(default: cpu)")
 
 
 def _add_run_options(parser: argparse.ArgumentParser) -> None:

@@ -201,12 +201,26 @@ def settings_from_args(args: Namespace) -> Settings:
         participant_label=tuple(dict.fromkeys(args.participant_label)), model_spec=model_spec,
         derivatives=derivatives, atlas=atlas,
         cache_dir=(args.cache_dir or work_dir / "activation_cache").resolve(), nprocs=args.nprocs,
-        omp_nthreads=args.omp_nthreads, mem_gb=args.mem_gb, random_seed=args.random_seed,
+        omp_nthreads=args.omp_nthreads, mem_gb=args.mem_gb, device=_check_device(args.device),
+        random_seed=args.random_seed,
         n_permutations=args.n_permutations, skip_bids_validation=args.skip_bids_validation,
         allow_custom_code=args.allow_custom_code,
         overwrite=args.overwrite, stop_on_first_crash=args.stop_on_first_crash,
         verbosity=args.verbose - args.quiet, version=__version__,
     )
+
+
+def _check_device(device: str) -> str:
+    """Refuse a CUDA device this machine does not have (exit 64)."""
+    if device == "cpu":
+        return device
+    import torch
+
+    index = int(device.partition(":")[2] or 0)
+    if not torch.cuda.is_available() or index >= torch.cuda.device_count():
+        raise UsageError(f"--device {device}: no such CUDA device here "
+                         f"({torch.cuda.device_count()} visible); use --device cpu")
+    return device
 
 
 def _setup_console_logging(verbosity: int) -> None:

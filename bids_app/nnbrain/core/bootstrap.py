@@ -467,18 +467,35 @@ def _cka_of_grams(grams: np.ndarray, kernel: str, unbiased: bool, sigma: float) 
 
     ``grams`` is (1 + k, n, n): linear Grams, or squared distances for the RBF kernel.
     """
-    from nnbrain.core.cka import center_gram
-
     if kernel == "rbf":
         medians = np.median(grams.reshape(len(grams), -1), axis=1)
         with np.errstate(divide="ignore", invalid="ignore"):
             grams = np.exp(-grams / (2 * sigma ** 2 * medians[:, None, None]))
-    centered = np.stack([center_gram(g, unbiased) for g in grams]).reshape(len(grams), -1)
+    centered = _center_stack(grams, unbiased).reshape(len(grams), -1)
     norms = np.linalg.norm(centered, axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):
         out = centered[1:] @ centered[0] / (norms[1:] * norms[0])
     out[~np.isfinite(out)] = np.nan
     return out
+
+
+def _center_stack(grams: np.ndarray, unbiased: bool) -> np.ndarray:
+    """:func:`nnbrain.core.cka.center_gram` of each of a stack (k, n, n) of symmetric Grams."""
+    grams = np.array(grams, dtype=np.float64, copy=True)
+    n = grams.shape[1]
+    diagonal = np.arange(n)
+    if unbiased:
+        grams[:, diagonal, diagonal] = 0.0
+        means = grams.sum(axis=1) / (n - 2)
+        means -= means.sum(axis=1, keepdims=True) / (2 * (n - 1))
+    else:
+        means = grams.mean(axis=1)
+        means -= means.mean(axis=1, keepdims=True) / 2
+    grams -= means[:, :, None]
+    grams -= means[:, None, :]
+    if unbiased:
+        grams[:, diagonal, diagonal] = 0.0
+    return grams
 
 
 def bootstrap_subject_means(values: ArrayLike, n_bootstrap: int = 1000, seed: int = 0

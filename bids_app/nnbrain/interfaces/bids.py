@@ -212,6 +212,13 @@ class ModelDerivativesSink(SimpleInterface):
                                                 "WeightsSHA256", "Seed", "Epoch",
                                                 "SoftwareVersions")}
                 sidecar["Pooling"] = meta["Pooling"][layer]
+                sidecar["Input"] = meta["Input"]
+                sidecar["Preprocessing"] = meta["Preprocessing"]
+                sidecar["Dtype"] = meta["Dtype"]
+                if meta["Reduction"] is not None:
+                    reduction = dict(meta["Reduction"])
+                    components = reduction.pop("EffectiveComponents")
+                    sidecar["Reduction"] = {**reduction, "EffectiveComponents": components[layer]}
                 sidecar.update(LayerName=layer, Shape=list(acts.shape), Stimuli=meta["stimuli"])
                 writer.write("activations", {**ents, "layer": bids_label(layer)},
                              _npy_writer(acts), sidecar)

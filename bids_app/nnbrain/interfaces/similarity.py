@@ -24,38 +24,53 @@ TABLE_COLUMNS = ["model", "weights", "layer", "layer_name", "roi", "roi_name", "
 CI_LEVEL = 0.95
 
 
-def _rsa_results(brain_rdm: np.ndarray, layer_rdms: np.ndarray, measure: Measure,
-                 seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Statistic, p, p_fwe and bootstrap evaluations (n_bootstrap, k) of one ROI vs k layers."""
+def _rsa_results(brain_rdm: np.ndarray, layer_rdms: list[np.ndarray], measure: Measure,
+                 seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    """Statistic, p, p_fwe (each (k,)) and bootstrap evaluations (n_bootstrap, k) of one ROI RDM
+    against the layer RDMs of several networks.
+
+    ``layer_rdms`` holds one (k_i, m) stack per network: each is one permutation family; the
+    bootstrap samples are the same for all (one call over all k candidates).
+    """
     from nnbrain.core.bootstrap import bootstrap_stimuli
     from nnbrain.core.compare import compare_rdms
     from nnbrain.core.permutation import mantel_test_batch
 
-    if measure.permutations:
-        res = mantel_test_batch(brain_rdm, layer_rdms, measure.comparator, measure.permutations,
-                                seed)
-        stat, p, p_fwe = res.statistic, res.p_value, res.p_fwe
-    else:
-        stat = np.atleast_1d(compare_rdms(layer_rdms, brain_rdm[None], measure.comparator))
-        stat = stat.reshape(-1)
-        p = p_fwe = np.full(len(layer_rdms), np.nan)
-    boot = (bootstrap_stimuli(layer_rdms, brain_rdm[None], measure.comparator,
+    stats, ps, fwes = [], [], []
+    for rdms in layer_rdms:
+        if measure.permutations:
+            res = mantel_test_batch(brain_rdm, rdms, measure.comparator, measure.permutations,
+                                    seed)
+            stats.append(res.statistic)
+            ps.append(res.p_value)
+            fwes.append(res.p_fwe)
+        else:
+            stats.append(np.asarray(compare_rdms(rdms, brain_rdm[None], measure.comparator),
+                                    dtype=np.float64).reshape(-1))
+            ps.append(np.full(len(rdms), np.nan))
+            fwes.append(np.full(len(rdms), np.nan))
+    boot = (bootstrap_stimuli(np.concatenate(layer_rdms), brain_rdm[None], measure.comparator,
                               measure.bootstrap, seed) if measure.bootstrap else None)
-    return stat, p, p_fwe, boot
+    return np.concatenate(stats), np.concatenate(ps), np.concatenate(fwes), boot
 
 
-def _cka_results(pattern: np.ndarray, layers: list[np.ndarray], measure: Measure,
-                 seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Statistic, p, p_fwe and bootstrap evaluations (n_bootstrap, k) of one ROI vs k layers."""
+def _cka_results(pattern: np.ndarray, layers: list[list[np.ndarray]], measure: Measure,
+                 seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    """Statistic, p, p_fwe (each (k,)) and bootstrap evaluations (n_bootstrap, k) of one ROI's
+    patterns against the layer activations of several networks (one list per network: one
+    permutation family each; one bootstrap over all k candidates)."""
     from nnbrain.core.bootstrap import bootstrap_cka_stimuli
     from nnbrain.core.permutation import cka_permutation_batch
 
-    res = cka_permutation_batch(pattern, layers, measure.unbiased, measure.permutations or 0,
-                                seed, kernel=measure.kernel, sigma=measure.sigma)
-    boot = (bootstrap_cka_stimuli(pattern, layers, measure.kernel, measure.unbiased,
-                                  measure.sigma, measure.bootstrap, seed)
+    results = [cka_permutation_batch(pattern, acts, measure.unbiased, measure.permutations or 0,
+                                     seed, kernel=measure.kernel, sigma=measure.sigma)
+               for acts in layers]
+    boot = (bootstrap_cka_stimuli(pattern, [a for acts in layers for a in acts], measure.kernel,
+                                  measure.unbiased, measure.sigma, measure.bootstrap, seed)
             if measure.bootstrap else None)
-    return res.statistic, res.p_value, res.p_fwe, boot
+    return (np.concatenate([r.statistic for r in results]),
+            np.concatenate([r.p_value for r in results]),
+            np.concatenate([r.p_fwe for r in results]), boot)
 
 
 def similarity_tables(patterns: dict[str, np.ndarray], activations: list[tuple[dict, dict]],
@@ -73,8 +88,8 @@ def similarity_tables(patterns: dict[str, np.ndarray], activations: list[tuple[d
         The rsa and cka measures (nss rows come from :func:`nss_rows`).
     seed : int
         Seed of the permutations (shared across the layers of one network: a max-statistic
-        family) and of the bootstrap samples of the stimuli (the same samples for every layer
-        and measure).
+        family) and of the bootstrap samples of the stimuli (the same samples for every layer,
+        network and measure).
 
     Returns
     -------
@@ -87,36 +102,31 @@ def similarity_tables(patterns: dict[str, np.ndarray], activations: list[tuple[d
     from nnbrain.utils.bids import bids_label
 
     rows: dict[str, list[dict]] = {m.label: [] for m in measures if m.kind != "nss"}
-    layer_rdms: dict[tuple[int, str], np.ndarray] = {}
+    pairs = [(meta, name, acts) for meta, layers in activations for name, acts in layers.items()]
+    layer_rdms = {method: [np.stack([compute_rdm(a, method) for a in layers.values()])
+                           for _, layers in activations]
+                  for method in dict.fromkeys(m.rdm for m in measures if m.kind == "rsa")}
     for roi, pattern in patterns.items():
-        brain_rdms = {m.rdm: compute_rdm(pattern, m.rdm) for m in measures if m.kind == "rsa"}
-        for index, (meta, layers) in enumerate(activations):
-            names = list(layers)
-            for measure in measures:
-                if measure.kind == "rsa":
-                    key = (index, measure.rdm)
-                    if key not in layer_rdms:
-                        layer_rdms[key] = np.stack([compute_rdm(layers[n], measure.rdm)
-                                                    for n in names])
-                    stat, p, p_fwe, boot = _rsa_results(brain_rdms[measure.rdm], layer_rdms[key],
-                                                        measure, seed)
-                elif measure.kind == "cka":
-                    stat, p, p_fwe, boot = _cka_results(pattern, [layers[n] for n in names],
-                                                        measure, seed)
-                else:
-                    continue
-                nan = np.full(len(names), np.nan)
-                low, high = percentile_ci(boot, CI_LEVEL) if boot is not None else (nan, nan)
-                for k, name in enumerate(names):
-                    rows[measure.label].append({
-                        "model": bids_label(meta["model"]), "weights": bids_label(meta["weights"]),
-                        "layer": bids_label(name), "layer_name": name, "roi": bids_label(roi),
-                        "roi_name": roi, "statistic": float(stat[k]),
-                        "p_value": float(p[k]), "p_fwe": float(p_fwe[k]),
-                        "ci_low": float(low[k]), "ci_high": float(high[k]),
-                        "n_stimuli": int(pattern.shape[0]), "n_units": int(layers[name].shape[1]),
-                        "n_voxels": int(pattern.shape[1]),
-                    })
+        for measure in measures:
+            if measure.kind == "rsa":
+                stat, p, p_fwe, boot = _rsa_results(compute_rdm(pattern, measure.rdm),
+                                                    layer_rdms[measure.rdm], measure, seed)
+            elif measure.kind == "cka":
+                stat, p, p_fwe, boot = _cka_results(
+                    pattern, [list(layers.values()) for _, layers in activations], measure, seed)
+            else:
+                continue
+            nan = np.full(len(pairs), np.nan)
+            low, high = percentile_ci(boot, CI_LEVEL) if boot is not None else (nan, nan)
+            for k, (meta, name, acts) in enumerate(pairs):
+                rows[measure.label].append({
+                    "model": bids_label(meta["model"]), "weights": bids_label(meta["weights"]),
+                    "layer": bids_label(name), "layer_name": name, "roi": bids_label(roi),
+                    "roi_name": roi, "statistic": float(stat[k]), "p_value": float(p[k]),
+                    "p_fwe": float(p_fwe[k]), "ci_low": float(low[k]),
+                    "ci_high": float(high[k]), "n_stimuli": int(pattern.shape[0]),
+                    "n_units": int(acts.shape[1]), "n_voxels": int(pattern.shape[1]),
+                })
     return rows
 
 

@@ -12,6 +12,7 @@ from nnbrain.utils.bids import bids_label
 
 def init_activations_wf(*, models: tuple[ModelSpec, ...], stimuli: list[str], omp_nthreads: int,
                         cache_dir: str | None = None, allow_custom_code: bool = False,
+                        device: str = "cpu", batch_size: int = 64,
                         name: str = "activations_wf") -> pe.Workflow:
     """Extract the listed layers of every model x weights source.
 
@@ -26,12 +27,17 @@ def init_activations_wf(*, models: tuple[ModelSpec, ...], stimuli: list[str], om
         Root of the activation disk cache.
     allow_custom_code : bool
         Allow architectures from the user's Python files.
+    device : str
+        Torch device of the forward passes (``--device``).
+    batch_size : int
+        Stimuli per forward pass.
     name : str
 
     Outputs
     -------
     activations, metas : list of str
-        npz and JSON per (model, weights), in spec order.
+        npz (one float32 (n_stimuli, n_units) array per layer, streamed to disk layer by layer)
+        and JSON per (model, weights), in spec order.
     """
     workflow = pe.Workflow(name=name)
     sources = [(m, w) for m in models for w in m.weights]
@@ -41,7 +47,8 @@ def init_activations_wf(*, models: tuple[ModelSpec, ...], stimuli: list[str], om
     for i, (model, weights) in enumerate(sources, start=1):
         node = pe.Node(ExtractActivations(model_spec=model.to_dict(), weights=weights.to_dict(),
                                           stimuli=stimuli, n_threads=omp_nthreads,
-                                          cache_dir=cache_dir,
+                                          cache_dir=cache_dir, device=device,
+                                          batch_size=batch_size,
                                           allow_custom_code=allow_custom_code),
                        name=f"extract_{bids_label(model.name)}_{bids_label(weights.label)}",
                        n_procs=omp_nthreads)

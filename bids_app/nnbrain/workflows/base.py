@@ -172,7 +172,7 @@ def init_nnbrain_wf(settings: Settings, plan: Plan, staging_dir: Path) -> pe.Wor
     activations_wf = init_activations_wf(
         models=plan.models, stimuli=stimuli, omp_nthreads=settings.omp_nthreads,
         cache_dir=str(settings.cache_dir) if settings.cache_dir else None,
-        allow_custom_code=settings.allow_custom_code)
+        allow_custom_code=settings.allow_custom_code, device=settings.device)
     ds_models = ds_model(staging_dir=staging_dir,
                          rdm_methods=list(dict.fromkeys(m.rdm for m in plan.measures
                                                         if m.kind == "rsa")))
