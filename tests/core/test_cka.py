@@ -480,59 +480,163 @@ def test_user_median_is_used_and_recorded():
 
 
 @pytest.mark.parametrize("unbiased", [False, True])
-def test_checkpoint_resume_gives_the_identical_value(tmp_path, unbiased):
+def test_resume_from_a_state_gives_the_identical_value(unbiased):
     x, y = _nonlinear_pair(27, 50, 6, 5, np.float32)
     full = cka_details(x, y, "rbf", unbiased, block_size=8)  # 7 x 8 / 2 = 28 tiles
     assert full.n_tiles == 28
-    path = tmp_path / "cka_checkpoint.npz"
-    first = cka_details(x, y, "rbf", unbiased, block_size=8, checkpoint=path, max_tiles=5)
+    states = []
+    first = cka_details(x, y, "rbf", unbiased, block_size=8, on_progress=states.append,
+                        max_tiles=5)
     assert (first.complete, first.tiles_done, np.isnan(first.value)) == (False, 5, True)
-    assert path.exists() and not list(tmp_path.glob("*.tmp"))
-    second = cka_details(x, y, "rbf", unbiased, block_size=8, checkpoint=path, max_tiles=10)
+    assert [s.next_tile for s in states] == [1, 2, 3, 4, 5]
+    assert first.median_sq_distance is None  # the exact median is still deferred
+    second = cka_details(x, y, "rbf", unbiased, block_size=8, on_progress=states.append,
+                         progress_every=4, resume_from=states[-1], max_tiles=10)
     assert (second.complete, second.tiles_done) == (False, 15)
-    last = cka_details(x, y, "rbf", unbiased, block_size=8, checkpoint=path)
+    assert [s.next_tile for s in states[5:]] == [9, 13, 15]
+    last = cka_details(x, y, "rbf", unbiased, block_size=8, resume_from=states[-1])
     assert last.complete and last.tiles_done == 28
     assert last.value == full.value  # identical, not just close
     assert (last.hsic_xy, last.hsic_xx, last.hsic_yy) == (full.hsic_xy, full.hsic_xx,
                                                           full.hsic_yy)
-    assert cka(x, y, "rbf", unbiased, block_size=8, checkpoint=path) == full.value  # done
+    assert last.median_sq_distance == full.median_sq_distance
+    again = cka_details(x, y, "rbf", unbiased, block_size=8, resume_from=states[2])
+    assert again.value == full.value  # any earlier state, too
 
 
-def test_checkpoint_refuses_other_inputs(tmp_path):
+def test_on_progress_gets_a_complete_state_at_the_end():
+    x, y = _concentrated_pair(27, 30, 60)
+    states = []
+    d = cka_details(x, y, "rbf", True, block_size=8, on_progress=states.append,
+                    progress_every=100)
+    assert len(states) == 1 and states[0].complete and states[0].next_tile == d.n_tiles == 10
+    assert cka_details(x, y, "rbf", True, block_size=8, resume_from=states[0]).value == d.value
+    assert json.loads(json.dumps(states[0].key)) == states[0].key  # JSON-able
+
+
+def test_resume_refuses_a_state_of_other_inputs_or_parameters():
     x, y = _nonlinear_pair(28, 30, 4, 4)
-    path = tmp_path / "c.npz"
-    cka_details(x, y, "rbf", True, block_size=8, checkpoint=path, max_tiles=2)
-    with pytest.raises(ValueError, match="checkpoint"):
-        cka_details(x + 1e-3 * np.arange(4), y, "rbf", True, block_size=8, checkpoint=path)
-    with pytest.raises(ValueError, match="checkpoint"):
-        cka_details(x, y, "rbf", False, block_size=8, checkpoint=path)
-    with pytest.raises(ValueError, match="checkpoint"):
-        cka_details(x, y, "rbf", True, block_size=8, sigma=2.0, checkpoint=path)
+    states = []
+    cka_details(x, y, "rbf", True, block_size=8, on_progress=states.append, max_tiles=2)
+    state = states[-1]
+    with pytest.raises(cka_module.StateMismatchError, match="data"):
+        cka_details(x + 1e-3 * np.arange(4), y, "rbf", True, block_size=8, resume_from=state)
+    with pytest.raises(ValueError, match="unbiased"):
+        cka_details(x, y, "rbf", False, block_size=8, resume_from=state)
+    with pytest.raises(ValueError, match="sigma: 1.0 != 2.0"):
+        cka_details(x, y, "rbf", True, block_size=8, sigma=2.0, resume_from=state)
+    with pytest.raises(ValueError, match="n: 30 != 29"):
+        cka_details(x[:29], y[:29], "rbf", True, block_size=8, resume_from=state)
+    with pytest.raises(ValueError, match="block_size"):
+        cka_details(x, y, "rbf", True, block_size=9, resume_from=state)
+    with pytest.raises(ValueError, match="compute_dtype"):
+        cka_details(x, y, "rbf", True, block_size=8, compute_dtype="float32",
+                    resume_from=state)
+    with pytest.raises(ValueError, match="median_source"):
+        cka_details(x, y, "rbf", True, block_size=8, median_sq_distance=(1.0, 1.0),
+                    resume_from=state)
     with pytest.raises(ValueError, match="max_tiles"):
         cka_details(x, y, "rbf", True, max_tiles=2)
+    with pytest.raises(ValueError, match="RBF kernel only"):
+        cka_details(x, y, "linear", True, resume_from=state)
 
 
-def test_interrupted_pass_keeps_the_last_checkpoint(tmp_path, monkeypatch):
-    """A crash mid-pass leaves the last periodic checkpoint (whole tiles only) to resume from."""
-    x, y = _nonlinear_pair(29, 40, 4, 3)
+# --------------------------------------------------------------------------- one-pass RBF
+def _count_passes(monkeypatch) -> list[int]:
+    """Record the Taylor order of every tile pass."""
+    orders = []
+    original = cka_module._tile_pass
+
+    def counting(devs, n, block, backend, bw, *args, **kwargs):
+        orders.append(bw.order)
+        return original(devs, n, block, backend, bw, *args, **kwargs)
+
+    monkeypatch.setattr(cka_module, "_tile_pass", counting)
+    return orders
+
+
+def _concentrated_pair(seed: int, n: int, p: int):
+    """High-dimensional rows: distances concentrate, the sample median is close to the exact."""
+    rng = np.random.default_rng(seed)
+    latent = rng.normal(size=(n, 3))
+    x = np.tanh(latent @ rng.normal(size=(3, p))) + rng.normal(size=(n, p))
+    y = latent @ rng.normal(size=(3, p // 2)) + rng.normal(size=(n, p // 2))
+    return x, y
+
+
+@pytest.mark.parametrize("unbiased", [False, True])
+@pytest.mark.parametrize("shift", [1.0, 0.998, 0.993])
+def test_deferred_median_one_pass_equals_colab(monkeypatch, unbiased, shift):
+    """One pass at a reference bandwidth, corrected by the Taylor moments, is exact."""
+    x, y = _concentrated_pair(40, 160, 120)
+    original = cka_module._sample_median
+    monkeypatch.setattr(cka_module, "_sample_median",
+                        lambda sample, n: shift * original(sample, n))
+    orders = _count_passes(monkeypatch)
+    for block in (None, 7, 64):
+        d = cka_details(x, y, "rbf", unbiased, block_size=block)
+        assert d.value == pytest.approx(colab_value(x, y, "rbf", unbiased), abs=1e-12)
+        want = (np.median(colab_sq_distances(x)), np.median(colab_sq_distances(y)))
+        assert d.median_sq_distance == pytest.approx(want, rel=1e-12)
+    assert orders == [cka_module.TAYLOR_ORDER] * 3  # never a second pass
+
+
+@pytest.mark.parametrize("unbiased", [False, True])
+def test_poor_reference_bandwidth_falls_back_to_a_second_pass(monkeypatch, unbiased):
+    x, y = _concentrated_pair(41, 90, 40)
+    original = cka_module._sample_median
+    monkeypatch.setattr(cka_module, "_sample_median",
+                        lambda sample, n: 1.3 * original(sample, n))
+    orders = _count_passes(monkeypatch)
+    d = cka_details(x, y, "rbf", unbiased, block_size=16)
+    assert orders == [cka_module.TAYLOR_ORDER, 0]
+    assert d.value == pytest.approx(colab_value(x, y, "rbf", unbiased), abs=1e-12)
+    assert d.tiles_done == d.n_tiles == 21
+
+
+def test_resume_in_the_second_pass_skips_the_first(monkeypatch):
+    x, y = _concentrated_pair(42, 60, 20)
+    original = cka_module._sample_median
+    monkeypatch.setattr(cka_module, "_sample_median",
+                        lambda sample, n: 1.3 * original(sample, n))
     full = cka_details(x, y, "rbf", True, block_size=8)
-    path = tmp_path / "c.npz"
-    calls = {"n": 0}
-    original = cka_module._one_tile
+    states = []
+    d = cka_details(x, y, "rbf", True, block_size=8, on_progress=states.append, max_tiles=40)
+    assert not d.complete and d.tiles_done == 4  # 36 tiles of the first pass, 4 of the second
+    assert states[-1].key["order"] == 0 and states[-1].key["median_source"] == "exact"
+    orders = _count_passes(monkeypatch)
+    resumed = cka_details(x, y, "rbf", True, block_size=8, resume_from=states[-1])
+    assert orders == [0] and resumed.value == full.value
 
-    def crash_after_seven(*args, **kwargs):
-        if calls["n"] == 7:
-            raise KeyboardInterrupt
-        calls["n"] += 1
-        return original(*args, **kwargs)
 
-    monkeypatch.setattr(cka_module, "_one_tile", crash_after_seven)
-    with pytest.raises(KeyboardInterrupt):
-        cka_details(x, y, "rbf", True, block_size=8, checkpoint=path, checkpoint_every_s=0.0)
-    monkeypatch.setattr(cka_module, "_one_tile", original)
-    with np.load(path) as saved:
-        assert int(saved["next_tile"]) == 7
-    assert cka_details(x, y, "rbf", True, block_size=8, checkpoint=path).value == full.value
+@pytest.mark.parametrize("sample_pairs", [1, 3, 40])
+def test_pass_bracket_that_misses_is_recounted(monkeypatch, sample_pairs):
+    """A bracket from a tiny sample misses the median: a widening count pass finds it."""
+    x, y = _nonlinear_pair(43, 70, 3, 2)
+    monkeypatch.setattr(cka_module, "MEDIAN_COLLECT_ALL", 10)
+    monkeypatch.setattr(cka_module, "MEDIAN_SAMPLE_PAIRS", sample_pairs)
+    for unbiased in (False, True):
+        d = cka_details(x, y, "rbf", unbiased, block_size=9)
+        assert d.value == pytest.approx(colab_value(x, y, "rbf", unbiased), abs=1e-10)
+        want = (np.median(colab_sq_distances(x)), np.median(colab_sq_distances(y)))
+        assert d.median_sq_distance == pytest.approx(want, rel=1e-12)
+
+
+def test_compiled_exp_is_accurate():
+    """The kernel's exp(-w) (range reduction + polynomial) is within 2 ulp over its range."""
+    w = np.concatenate([np.linspace(0.0, 1.0, 1001), np.geomspace(1e-300, 700.0, 1001)])
+    g = (-0.5 * w)[None, :]  # d^2 = w at c = 1
+    stats_kernel, _ = cka_module._rbf_kernels()
+    rows = np.zeros((2, 1, 1))
+    stats_kernel(g, g, 0, 1, False, 1.0, 1.0, np.array(cka_module._NO_BRACKET), 0,
+                 np.zeros(cka_module._n_moments(0)), rows, np.zeros((2, 1, w.size)),
+                 np.zeros(4, dtype=np.int64), np.zeros((2, 1), dtype=np.int64), np.zeros(2))
+    cols = np.zeros((2, 1, w.size))
+    stats_kernel(g, g, 0, 1, False, 1.0, 1.0, np.array(cka_module._NO_BRACKET), 0,
+                 np.zeros(cka_module._n_moments(0)), rows, cols,
+                 np.zeros(4, dtype=np.int64), np.zeros((2, 1), dtype=np.int64), np.zeros(2))
+    want = np.exp(-w)
+    np.testing.assert_allclose(cols[0, 0], want, rtol=3 * np.finfo(float).eps, atol=0)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -25,47 +25,67 @@ Linear kernel, in feature space
     improves rounding: both estimators are invariant to translating the features. Cost
     ``n (p_x + p_y)^2`` flops, streamed over ``block_size`` rows.
 
-RBF kernel, streamed over tiles
-    ``K_ij = exp(-|x_i - x_j|^2 / (2 sigma^2 m_x))`` where ``m_x`` is the median of the n x n
-    matrix of squared Euclidean distances, diagonal zeros included, exactly as the colab's
-    ``gram_rbf(x, threshold)`` with ``threshold = sigma``: the kernel bandwidth is
-    ``sigma * sqrt(m_x)``, i.e. bandwidth^2 = sigma^2 * median(squared distances). One pass over
-    the upper-triangle tiles of (block x block) accumulates, in float64, ``tr(KL)``,
-    ``tr(KK)``, ``tr(LL)`` (with zeroed diagonals when unbiased) and the row sums of ``K`` and
-    ``L``; the estimators above follow from those. Above ``median_max_rows`` rows (default
-    10,000) the median comes from a seeded subsample of that many rows (the colab median of
-    ``x[idx]``, ``idx = sort(default_rng(seed).choice(n, m, replace=False))``, the same rows for
-    ``X`` and ``Y``) or from ``median_sq_distance``; the HSIC itself is always exact.
-    :func:`cka_details` returns what was used, for the sidecar.
+RBF kernel, one pass over the upper-triangle tiles
+    ``K_ij = exp(-d_ij^2 c_x)`` with ``c_x = 1 / (2 sigma^2 m_x)``, where ``m_x`` is the median
+    of the n x n matrix of squared Euclidean distances, diagonal zeros included, exactly as the
+    colab's ``gram_rbf(x, threshold)`` with ``threshold = sigma`` (bandwidth^2 = sigma^2 m_x).
+    Each (block x block) tile of ``-d^2 / 2`` is one GEMM of augmented rows; a compiled kernel
+    then adds, per tile, everything the estimators need: ``tr(KL)``, ``tr(KK)``, ``tr(LL)``
+    (zero diagonals when unbiased) and the row sums of ``K`` and ``L``, in float64.
+
+    The exact median is only known once every distance has been seen, so the pass does not
+    wait for it. A seeded sample of pair distances gives a reference ``m0`` (and a bracket
+    around the median); the kernel evaluates ``K0 = exp(-w)`` with ``w = c0 d^2`` and also
+    accumulates the moments ``sum K0 L0 w_x^a w_y^b`` (``a + b <= TAYLOR_ORDER``),
+    ``sum K0^2 w_x^a``, ``sum L0^2 w_y^b`` and the row sums of ``K0 w_x^a`` and ``L0 w_y^b``,
+    while it counts the distances below the bracket and keeps those inside. At the end the
+    exact median ``m`` gives ``eps = m0 / m - 1``, and since ``K = K0 exp(-eps w)`` every sum
+    follows from its moments as a Taylor series in ``eps``. The truncation error is bounded
+    by ``z^(q+1) / (q+1)! e^z`` relative to the sums (``q`` the order, ``z`` at most
+    ``2 |eps| max w``); above :data:`TAYLOR_TOL` (spread-out distances, a poor sample) a second
+    pass with the exact bandwidth runs instead, so the value never depends on the sample.
+    With a known bandwidth (``median_sq_distance``, or the seeded subsample median above
+    ``median_max_rows`` rows: the colab median of ``x[idx]``, ``idx = sort(default_rng(seed)
+    .choice(n, m, replace=False))``, the same rows for ``X`` and ``Y``) the order is 0: plain
+    sums. :func:`cka_details` returns what was used, for the sidecar.
 
 Cost and memory of :func:`cka_details`
     Linear: ``n (p_x + p_y)^2`` flops (two SYRKs and one GEMM per chunk of rows); memory of
     the inputs plus ``block * (p_x + p_y + 3)`` and ``(p_x + 3) (p_x + p_y) + p_y^2`` numbers,
     independent of n.
 
-    RBF: the tile pass costs ``n^2 (p_x + p_y + 4)`` flops and ``n^2`` exponentials (half the
-    pairs, twice); the exact median another ``n^2 (p_x + p_y + 4)`` flops. Memory: the centered,
-    augmented inputs (``n (p_x + p_y + 4)`` numbers in the compute dtype), two ``block^2``
-    tiles, two ``block (p + 2)`` row strips and ``2 n`` float64 row sums, i.e. O(n (p + block)),
-    never O(n^2); the exact median adds the distances inside its bracket, about 4% of the
-    ``n (n - 1) / 2`` pairs (14 MiB of float64 at n = 10,000). At the 7T study's size
-    (n = 515,940, p = (1024, 500)) that is 6.3 GB in float64 (3.2 GB with
-    ``compute_dtype="float32"``) plus 64 MiB of tiles at ``block=2048``.
+    RBF: ``n^2 (p_x + p_y + 4)`` GEMM flops (half the pairs, counted twice), ``n^2``
+    exponentials and, with a deferred median, about ``n^2 (q + 1)(q + 8) / 2`` more flops of
+    moments in the compiled kernel. Memory: the centered, augmented inputs (``n (p_x + p_y +
+    4)`` numbers in the compute dtype), two ``block^2`` tiles, two ``block (p + 2)`` row
+    strips and ``2 (q + 1) n`` float64 row sums, i.e. O(n (p + block)), never O(n^2); the exact
+    median adds the distances inside its bracket, about 4% of the ``n (n - 1) / 2`` pairs
+    (14 MiB of float64 at n = 10,000). At the 7T study's size (n = 515,940, p = (1024, 500),
+    subsample median) that is 6.3 GB in float64 (3.2 GB with ``compute_dtype="float32"``)
+    plus 64 MiB of tiles at ``block=2048``.
 
-``compute_dtype="float32"`` runs the GEMMs and exponentials in float32 (about twice as fast on
-CPU); the HSIC sums still accumulate in float64 (they cancel badly otherwise). It agreed with
-float64 to about 1e-8 (absolute, on CKA) in our tests; float64 is the default.
+Resuming (RBF)
+    ``on_progress(state)`` receives an :class:`RBFState` (the partial sums, a copy) every
+    ``progress_every`` tiles and when the call ends; ``resume_from=state`` continues from it,
+    with the same result as an uninterrupted run, and refuses a state made for other inputs
+    or parameters (:class:`StateMismatchError`). Files are the caller's business
+    (``nnbrain.utils.cka_checkpoint``).
+
+``compute_dtype="float32"`` runs the GEMMs in float32 (about twice as fast on CPU); the
+exponentials and sums stay in float64. It agreed with float64 to about 1e-8 (absolute, on CKA)
+in our tests; float64 is the default.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import logging
 import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -84,9 +104,25 @@ LINEAR_BLOCK = 8192
 MEDIAN_SAMPLE_PAIRS = 20_000
 #: Up to this many distinct pair distances the exact median collects them all.
 MEDIAN_COLLECT_ALL = 2_000_000
+#: Taylor order of the moments accumulated while the exact median is not known yet.
+TAYLOR_ORDER = 6
+#: Largest accepted bound on the relative truncation error of those Taylor series.
+TAYLOR_TOL = 1e-14
+#: Tile rows per call of the compiled kernel (fixed, so that sums do not depend on threads).
+KERNEL_ROWS = 128
+#: Format version of :class:`RBFState`.
+STATE_VERSION = 2
 COMPUTE_DTYPES = ("float32", "float64")
-_CHECKPOINT_VERSION = 1
 
+# exp(-w) in the compiled kernel: Cody-Waite reduction, degree-13 Taylor polynomial (< 1 ulp).
+_JB = 512  # columns per step of the kernel (its scratch rows stay in L1)
+_LOG2E = 1.4426950408889634
+_LN2_HI = 0.693145751953125
+_LN2_LO = 1.4286068203094172321e-06
+_ROUND_MAGIC = 6755399441055744.0  # 1.5 * 2^52: adding it rounds to an integer
+_ROUND_MAGIC_BITS = 0x4338000000000000  # its bit pattern
+_EXP_POLY = tuple(1.0 / math.factorial(k) for k in range(14))
+_NO_BRACKET = (-1.0, -1.0, -1.0, -1.0)  # squared distances are >= 0: count and keep nothing
 
 # --------------------------------------------------------------------------- in-memory (colab)
 def check_not_constant(x: np.ndarray, name: str = "representation") -> None:
@@ -203,7 +239,8 @@ class CKADetails:
     sigma : float or None
         The colab's ``threshold`` (RBF only).
     median_sq_distance : tuple of float or None
-        ``(m_x, m_y)``, the median squared distances used (RBF only).
+        ``(m_x, m_y)``, the median squared distances used (RBF only; None while an exact
+        median is incomplete).
     bandwidth : tuple of float or None
         ``(sigma * sqrt(m_x), sigma * sqrt(m_y))`` (RBF only).
     median_source : str or None
@@ -215,7 +252,8 @@ class CKADetails:
     hsic_xy, hsic_xx, hsic_yy : float
         The HSIC estimates (biased: ``tr(KHLH) / (n-1)^2``; unbiased: Song's ``HSIC_1``).
     complete : bool
-        False when the run stopped early (``max_tiles``); resume from the checkpoint.
+        False when the run stopped early (``max_tiles``); resume from the last state given
+        to ``on_progress``.
     tiles_done, n_tiles : int
         Progress of the RBF tile pass (chunks for the linear kernel).
     """
@@ -244,6 +282,56 @@ class CKADetails:
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dictionary (tuples become lists)."""
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
+
+
+
+class StateMismatchError(ValueError):
+    """A resume state (:class:`RBFState`) was made for other inputs or parameters."""
+
+
+@dataclass(frozen=True)
+class RBFState:
+    """Partial sums of the RBF tile pass: what ``on_progress`` receives and ``resume_from`` takes.
+
+    Attributes
+    ----------
+    key : dict
+        What the sums belong to (JSON-able): format version, n, feature counts, tile edge,
+        estimator, sigma, compute dtype, a BLAKE2b hash of x and y, the median source, seed
+        and medians (the reference ones while the exact median is deferred), the bracket
+        and the Taylor order. A state resumes only a call with an equal key.
+    next_tile : int
+        Tiles ``0 .. next_tile - 1`` (row-major over the upper triangle) are in the sums.
+    n_tiles : int
+    sums : array of shape (2, n_moments)
+        Neumaier-compensated float64 sums (value, correction) of the moments over the pairs
+        ``i < j``: ``K0 L0 w_x^a w_y^b`` (``a + b <= order``, ``a`` major), then ``K0^2 w_x^a``
+        and ``L0^2 w_y^a`` (``a <= order``).
+    rows : array of shape (2, order + 1, n)
+        Row sums over ``j != i`` of ``K0 w_x^a`` and of ``L0 w_y^a``.
+    below : int array of shape (2,)
+        Pair squared distances below the median bracket, for x and y.
+    inside_x : array of shape (k_x,)
+        The pair squared distances of x inside its bracket.
+    inside_y : array of shape (k_y,)
+    wmax : array of shape (2,)
+        Largest ``w = c0 d^2`` seen, for x and y.
+    """
+
+    key: dict[str, Any]
+    next_tile: int
+    n_tiles: int
+    sums: np.ndarray = field(repr=False)
+    rows: np.ndarray = field(repr=False)
+    below: np.ndarray = field(repr=False)
+    inside_x: np.ndarray = field(repr=False)
+    inside_y: np.ndarray = field(repr=False)
+    wmax: np.ndarray = field(repr=False)
+
+    @property
+    def complete(self) -> bool:
+        """Whether every tile is in the sums."""
+        return self.next_tile >= self.n_tiles
 
 
 # --------------------------------------------------------------------------- public entry points
@@ -276,7 +364,7 @@ def cka(
         CUDA when torch sees one, else numpy.
     **options
         Passed to :func:`cka_details` (``median_sq_distance``, ``median_max_rows``, ``seed``,
-        ``compute_dtype``, ``checkpoint``, ``progress``, ...).
+        ``compute_dtype``, ``on_progress``, ``resume_from``, ``progress``, ...).
 
     Returns
     -------
@@ -284,7 +372,9 @@ def cka(
     """
     details = cka_details(x, y, kernel, unbiased, sigma, block_size, device, **options)
     if not details.complete:
-        raise RuntimeError("the CKA tile pass stopped early; call again to resume")
+        raise RuntimeError(
+            "the CKA tile pass stopped early; call again with resume_from=<its last state>"
+        )
     return details.value
 
 
@@ -301,8 +391,9 @@ def cka_details(
     median_max_rows: int | None = MEDIAN_MAX_ROWS,
     seed: int = 0,
     compute_dtype: str = "float64",
-    checkpoint: str | os.PathLike[str] | None = None,
-    checkpoint_every_s: float = 300.0,
+    on_progress: Callable[[RBFState], None] | None = None,
+    progress_every: int = 1,
+    resume_from: RBFState | None = None,
     max_tiles: int | None = None,
     progress: bool = False,
 ) -> CKADetails:
@@ -322,7 +413,7 @@ def cka_details(
     device : str or None
         None: numpy; a torch device name; ``"auto"``.
     median_sq_distance : (float, float) or None
-        RBF: user medians ``(m_x, m_y)`` of the squared distances; skips the median pass.
+        RBF: user medians ``(m_x, m_y)`` of the squared distances.
     median_max_rows : int or None
         RBF: above this many rows the median comes from a seeded subsample of this many rows;
         None: always exact (the bracket then holds about ``0.02 n^2`` float64 numbers).
@@ -330,17 +421,20 @@ def cka_details(
         Seed of the subsample (and of the pairs that bracket the exact median, which affect
         only speed).
     compute_dtype : {"float64", "float32"}
-        dtype of the Gram tiles / GEMMs. float64 (default) agrees with the colab formulas to
-        about 1e-12; float32 is about twice as fast on CPU and agreed to about 1e-8 in our
-        tests (data-dependent); sums accumulate in float64 either way.
-    checkpoint : path or None
-        RBF: file (``.npz``) for the partial sums; written atomically every
-        ``checkpoint_every_s`` seconds and at the end, and resumed from when it exists and
-        matches the inputs and parameters.
-    checkpoint_every_s : float
+        dtype of the GEMMs. float64 (default) agrees with the colab formulas to about 1e-12;
+        float32 is about twice as fast on CPU and agreed to about 1e-8 in our tests
+        (data-dependent); exponentials and sums are float64 either way.
+    on_progress : callable or None
+        RBF: called with an :class:`RBFState` every ``progress_every`` tiles and when the
+        call ends (e.g. to save a checkpoint: ``nnbrain.utils.cka_checkpoint``).
+    progress_every : int
+        Tiles between two ``on_progress`` calls.
+    resume_from : RBFState or None
+        RBF: continue the pass from this state (from ``on_progress``); it must match the
+        inputs and parameters (:class:`StateMismatchError` otherwise).
     max_tiles : int or None
         RBF: stop after this many tiles in this call (e.g. a job's wall-time slice); needs
-        ``checkpoint``; the result then has ``complete=False``.
+        ``on_progress`` to keep the state; the result then has ``complete=False``.
     progress : bool
         Show a tqdm progress bar (or log progress every 30 s when tqdm is missing).
 
@@ -365,18 +459,31 @@ def cka_details(
         raise ValueError(f"CKA needs at least 2 samples, got {n}")
     check_not_constant(x, "representation x")
     check_not_constant(y, "representation y")
-    if max_tiles is not None and checkpoint is None:
-        raise ValueError("max_tiles needs a checkpoint path to resume from")
+    if max_tiles is not None and on_progress is None:
+        raise ValueError("max_tiles needs on_progress to keep the state to resume from")
+    if progress_every < 1:
+        raise ValueError(f"progress_every must be >= 1, got {progress_every}")
+    if resume_from is not None and kernel != "rbf":
+        raise ValueError("resume_from applies to the RBF kernel only")
     backend = _make_backend(device, compute_dtype)
     try:
         return CKA_KERNELS[kernel](
             x, y, unbiased=unbiased, sigma=sigma, block_size=block_size, backend=backend,
             median_sq_distance=median_sq_distance, median_max_rows=median_max_rows, seed=seed,
-            checkpoint=checkpoint, checkpoint_every_s=checkpoint_every_s, max_tiles=max_tiles,
-            progress=progress,
+            resume=_Resume(on_progress, progress_every, resume_from, max_tiles), progress=progress,
         )
     finally:
         backend.close()
+
+
+@dataclass(frozen=True)
+class _Resume:
+    """The state arguments of :func:`cka_details`, passed on together."""
+
+    on_progress: Callable[[RBFState], None] | None
+    every: int
+    state: RBFState | None
+    max_tiles: int | None
 
 
 # --------------------------------------------------------------------------- helpers
@@ -459,8 +566,31 @@ def _n_threads() -> int:
     return max(1, n)
 
 
+@dataclass(frozen=True)
+class _TileStats:
+    """What one tile adds to the pass (float64 numpy arrays; see :class:`RBFState`).
+
+    ``moments`` (n_moments,) over the tile's pairs (strict upper triangle of a diagonal
+    tile); ``rows`` (2, order + 1, tile rows) and ``cols`` (2, order + 1, tile columns), the
+    row and column sums of ``K0 w^a``; ``below`` (2,) and ``inside`` (x, y) for the median;
+    ``wmax`` (2,).
+    """
+
+    moments: np.ndarray
+    rows: np.ndarray
+    cols: np.ndarray
+    below: np.ndarray
+    inside: tuple[np.ndarray, np.ndarray]
+    wmax: np.ndarray
+
+
+def _n_moments(order: int) -> int:
+    """Number of moment sums at a Taylor order: the KL ones, then KK and LL."""
+    return (order + 1) * (order + 2) // 2 + 2 * (order + 1)
+
+
 class _NumpyBackend:
-    """Tile operations with numpy: BLAS for GEMMs, dots and row sums; threads for exp."""
+    """Tile operations with numpy (BLAS GEMMs) and a compiled numba kernel per tile."""
 
     def __init__(self, compute_dtype: str) -> None:
         self.dtype = np.dtype(compute_dtype)
@@ -475,39 +605,39 @@ class _NumpyBackend:
             self._pool.shutdown()
             self._pool = None
 
-    def _map_rows(self, fn: Callable[[int, int], Any], n_rows: int) -> list[Any]:
-        """``fn(r0, r1)`` over ``self.threads`` row ranges (numpy ufuncs release the GIL)."""
-        if self.threads == 1 or n_rows < 256:
-            return [fn(0, n_rows)]
+    def _map(self, fn: Callable[[int], Any], n_tasks: int) -> list[Any]:
+        """``fn(k)`` for k < n_tasks on ``self.threads`` threads (the work releases the GIL)."""
+        if self.threads == 1 or n_tasks == 1:
+            return [fn(k) for k in range(n_tasks)]
         if self._pool is None:
             from concurrent.futures import ThreadPoolExecutor
 
             self._pool = ThreadPoolExecutor(self.threads)
+        return list(self._pool.map(fn, range(n_tasks)))
+
+    def _map_rows(self, fn: Callable[[int, int], Any], n_rows: int) -> list[Any]:
+        """``fn(r0, r1)`` over ``self.threads`` row ranges."""
+        if n_rows < 256:
+            return [fn(0, n_rows)]
         edges = np.linspace(0, n_rows, self.threads + 1).astype(int)
-        return list(self._pool.map(fn, edges[:-1], edges[1:]))
+        return self._map(lambda k: fn(edges[k], edges[k + 1]), self.threads)
 
     def put(self, a: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray(a, dtype=self.dtype)
 
-    def zeros64(self, n: int) -> np.ndarray:
-        return np.zeros(n, dtype=np.float64)
-
     def to_numpy(self, a: Any) -> np.ndarray:
         return np.asarray(a, dtype=np.float64)
 
-    def from_numpy64(self, a: np.ndarray) -> np.ndarray:
-        return np.array(a, dtype=np.float64)
-
     def take_columns(self, a: np.ndarray, cols: np.ndarray) -> np.ndarray:
-        return np.ascontiguousarray(a[:, cols])
+        return np.take(a, cols, axis=1)
 
-    def scale_columns_(self, a: np.ndarray, scale: np.ndarray) -> None:
-        a *= scale.astype(self.dtype)
+    def empty_tile(self, block: int) -> np.ndarray:
+        return np.empty((block, block), dtype=self.dtype)
 
     def gram_tile(
         self, a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None, diagonal: bool = False
     ) -> np.ndarray:
-        """``a @ b.T``: the tile of ``-d^2 / 2`` (scaled: of RBF exponents).
+        """``a @ b.T``: the tile of ``-d^2 / 2``.
 
         A diagonal tile (``b`` is the strip ``a`` came from) runs as one SYRK on the data
         columns (half the flops), then adds the row terms.
@@ -526,37 +656,55 @@ class _NumpyBackend:
         self._map_rows(add, t.shape[0])
         return t
 
-    def exp_tile(
-        self, a: np.ndarray, b: np.ndarray, out: np.ndarray | None, diagonal: bool = False
-    ) -> np.ndarray:
-        t = self.gram_tile(a, b, out, diagonal)
+    def tile_stats(
+        self, gx: np.ndarray, gy: np.ndarray, diagonal: bool, scales: tuple[float, float],
+        bounds: tuple[float, float, float, float], order: int,
+    ) -> _TileStats:
+        """Moments, row/column sums and median counts of one tile pair (compiled kernel).
 
-        def exp(r0: int, r1: int) -> None:
-            np.exp(t[r0:r1], out=t[r0:r1])
+        Parameters
+        ----------
+        gx, gy : arrays of shape (rows, cols)
+            Tiles of ``-d^2 / 2`` for x and y.
+        diagonal : bool
+            Only the strict upper triangle counts.
+        scales : (float, float)
+            ``c0`` of x and y: ``w = c0 d^2``, ``K0 = exp(-w)``.
+        bounds : (lo_x, hi_x, lo_y, hi_y)
+            Median bracket; distances below are counted, those inside kept.
+        order : int
+            Taylor order of the moments.
+        """
+        stats_kernel, collect_kernel = _rbf_kernels()
+        bi, bj = gx.shape
+        n_chunks = -(-bi // KERNEL_ROWS)
+        moments = np.zeros((n_chunks, _n_moments(order)))
+        rows = np.zeros((2, order + 1, bi))
+        cols = np.zeros((n_chunks, 2, order + 1, bj))
+        counts = np.zeros((n_chunks, 4), dtype=np.int64)
+        inside_rows = np.zeros((2, bi), dtype=np.int64)
+        wmax = np.zeros((n_chunks, 2))
+        bounds_arr = np.array(bounds, dtype=np.float64)
 
-        self._map_rows(exp, t.shape[0])
-        return t
+        def run(k: int) -> None:
+            r0 = k * KERNEL_ROWS
+            stats_kernel(gx, gy, r0, min(bi, r0 + KERNEL_ROWS), diagonal, scales[0],
+                         scales[1], bounds_arr, order, moments[k], rows, cols[k], counts[k],
+                         inside_rows, wmax[k])
 
-    def zero_diag_(self, t: np.ndarray) -> None:
-        np.fill_diagonal(t, 0.0)
-
-    def dots(self, k: np.ndarray, l: np.ndarray) -> tuple[float, float, float]:  # noqa: E741
-        if self.dtype == np.float64:
-            return float(np.vdot(k, l)), float(np.vdot(k, k)), float(np.vdot(l, l))
-
-        def part(r0: int, r1: int) -> tuple[float, float, float]:
-            kf, lf = k[r0:r1].ravel(), l[r0:r1].ravel()
-            return (float(np.add.reduce(kf * lf, dtype=np.float64)),
-                    float(np.add.reduce(kf * kf, dtype=np.float64)),
-                    float(np.add.reduce(lf * lf, dtype=np.float64)))
-
-        parts = self._map_rows(part, k.shape[0])
-        return tuple(math.fsum(v) for v in zip(*parts))  # type: ignore[return-value]
-
-    def row_col_sums(self, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        if self.dtype == np.float64:
-            return t @ np.ones(t.shape[1]), np.ones(t.shape[0]) @ t
-        return t.sum(axis=1, dtype=np.float64), t.sum(axis=0, dtype=np.float64)
+        self._map(run, n_chunks)
+        totals = counts.sum(axis=0)
+        inside = []
+        for s, g in enumerate((gx, gy)):
+            offsets = np.concatenate([[0], np.cumsum(inside_rows[s])])
+            kept = np.empty(int(totals[2 * s + 1]))
+            if kept.size:
+                self._map(lambda k, g=g, offsets=offsets, kept=kept, s=s: collect_kernel(
+                    g, k * KERNEL_ROWS, min(bi, (k + 1) * KERNEL_ROWS), diagonal,
+                    bounds[2 * s], bounds[2 * s + 1], offsets, kept), n_chunks)
+            inside.append(kept)
+        return _TileStats(moments.sum(axis=0), rows, cols.sum(axis=0), totals[0::2],
+                          (inside[0], inside[1]), wmax.max(axis=0))
 
     def count_collect(
         self, t: np.ndarray, lo: float, hi: float, upper_only: bool
@@ -610,6 +758,7 @@ class _NumpyBackend:
         return full[:px + 3, :px + 3], full[:px + 3, px + 3:], full[px + 3:, px + 3:], a, b
 
 
+
 class _TorchBackend:
     """The same operations on a torch device (imported lazily)."""
 
@@ -626,49 +775,68 @@ class _TorchBackend:
     def put(self, a: np.ndarray) -> Any:
         return self.torch.as_tensor(np.ascontiguousarray(a)).to(self.device, self.dtype)
 
-    def zeros64(self, n: int) -> Any:
-        return self.torch.zeros(n, dtype=self.torch.float64, device=self.device)
-
     def to_numpy(self, a: Any) -> np.ndarray:
         return a.detach().to("cpu", self.torch.float64).numpy()
-
-    def from_numpy64(self, a: np.ndarray) -> Any:
-        return self.torch.as_tensor(np.array(a, dtype=np.float64)).to(self.device)
 
     def take_columns(self, a: Any, cols: np.ndarray) -> Any:
         return a[:, self.torch.as_tensor(cols, device=self.device)].contiguous()
 
-    def scale_columns_(self, a: Any, scale: np.ndarray) -> None:
-        a *= self.torch.as_tensor(scale, device=self.device, dtype=self.dtype)
+    def empty_tile(self, block: int) -> Any:
+        return self.torch.empty((block, block), dtype=self.dtype, device=self.device)
 
     def close(self) -> None:
         pass
-
-    def exp_tile(self, a: Any, b: Any, out: Any | None, diagonal: bool = False) -> Any:
-        return self.gram_tile(a, b, out, diagonal).exp_()
 
     def gram_tile(self, a: Any, b: Any, out: Any | None = None, diagonal: bool = False) -> Any:
         if out is not None:
             return self.torch.mm(a, b.T, out=out)
         return self.torch.mm(a, b.T)
 
-    def zero_diag_(self, t: Any) -> None:
-        t.fill_diagonal_(0.0)
-
-    def dots(self, k: Any, l: Any) -> tuple[float, float, float]:  # noqa: E741
+    def tile_stats(
+        self, gx: Any, gy: Any, diagonal: bool, scales: tuple[float, float],
+        bounds: tuple[float, float, float, float], order: int,
+    ) -> _TileStats:
+        """As :meth:`_NumpyBackend.tile_stats`, with float64 tensor operations."""
         torch = self.torch
-        kf, lf = k.reshape(-1), l.reshape(-1)
-        if self.dtype == torch.float64:
-            vals = torch.stack([torch.dot(kf, lf), torch.dot(kf, kf), torch.dot(lf, lf)])
-        else:
-            vals = torch.stack([(kf * lf).sum(dtype=torch.float64),
-                                (kf * kf).sum(dtype=torch.float64),
-                                (lf * lf).sum(dtype=torch.float64)])
-        return tuple(vals.tolist())  # type: ignore[return-value]
-
-    def row_col_sums(self, t: Any) -> tuple[Any, Any]:
-        f64 = self.torch.float64
-        return t.sum(dim=1, dtype=f64), t.sum(dim=0, dtype=f64)
+        upper = None
+        if diagonal:
+            upper = torch.ones(gx.shape, dtype=torch.bool, device=self.device).triu_(1)
+        w, e, below, inside, wmax = [], [], [], [], []
+        for s, g in enumerate((gx, gy)):
+            d2 = (g.to(torch.float64) * -2.0).clamp_(min=0.0)
+            pairs = d2 if upper is None else d2[upper]
+            lo, hi = bounds[2 * s], bounds[2 * s + 1]
+            below.append(int((pairs < lo).sum().item()))
+            inside.append(self.to_numpy(pairs[(pairs >= lo) & (pairs <= hi)]))
+            ws = d2 * scales[s]
+            wmax.append(float(pairs.max().item()) * scales[s] if pairs.numel() else 0.0)
+            es = torch.exp(-ws)
+            if upper is not None:
+                es *= upper
+            w.append(ws)
+            e.append(es)
+        sums = []
+        t = e[0] * e[1]
+        for a in range(order + 1):
+            q = t
+            for b in range(order + 1 - a):
+                sums.append(q.sum())
+                q = q * w[1]
+            t = t * w[0]
+        rows, cols = [], []
+        for s in range(2):
+            q = e[s]
+            for a in range(order + 1):
+                rows.append(q.sum(dim=1))
+                cols.append(q.sum(dim=0))
+                sums.append((q * e[s]).sum())
+                q = q * w[s]
+        shape = (2, order + 1, -1)
+        return _TileStats(
+            self.to_numpy(torch.stack(sums)), self.to_numpy(torch.stack(rows)).reshape(shape),
+            self.to_numpy(torch.stack(cols)).reshape(shape), np.array(below, dtype=np.int64),
+            (inside[0], inside[1]), np.array(wmax),
+        )
 
     def count_collect(
         self, t: Any, lo: float, hi: float, upper_only: bool
@@ -788,8 +956,7 @@ def _augmented_rows(x: np.ndarray, mu: np.ndarray, dtype: np.dtype) -> np.ndarra
     """Rows ``[x_i - mu, -|x_i - mu|^2 / 2, 1]`` (computed in float64, stored in ``dtype``).
 
     With ``a_i`` the same row with its last two entries swapped, ``a_i . b_j = -d_ij^2 / 2``:
-    one GEMM gives a tile of squared distances, and after scaling the columns by the
-    bandwidth, of RBF exponents.
+    one GEMM gives a tile of squared distances.
     """
     n, p = x.shape
     out = np.empty((n, p + 2), dtype=dtype)
@@ -867,30 +1034,47 @@ def _exact_median(
     median is selected among them. If the sample missed, the bracket widens and the pass
     repeats, so the value never depends on the seed.
     """
-    n, p = raw.shape
+    n = raw.shape[0]
     block = min(n, int(block_size) if block_size else backend.default_block)
+    sample = None
+    if n * (n - 1) // 2 > collect_all:
+        sample = _sample_pair_distances(raw, sample_pairs, seed)
+    return _widening_median(dev, n, block, backend, sample, 5.0)
+
+
+def _widening_median(
+    dev: Any, n: int, block: int, backend: _NumpyBackend | _TorchBackend,
+    sample: np.ndarray | None, z: float,
+) -> float:
+    """Count/collect passes over the augmented rows ``dev`` until the bracket holds the median.
+
+    The bracket is ``z`` binomial standard errors around the median in the sorted pair
+    ``sample`` (everything when None); it widens four-fold after each miss.
+    """
+    while True:
+        lo, hi = _median_bracket(sample, n, z)
+        below, inside = _count_collect_pass(dev, n, block, backend, lo, hi)
+        median = _median_from_counts(n, below, inside)
+        if median is not None:
+            return median
+        LOGGER.debug("median bracket [%g, %g] missed; widening", lo, hi)
+        z *= 4.0
+        if z > 1e4:
+            sample = None
+
+
+def _median_from_counts(n: int, below: int, inside: np.ndarray) -> float | None:
+    """The colab median from #(pair d^2 < lo) and the pair d^2 in [lo, hi] (any order).
+
+    None when a median rank falls outside the bracket.
+    """
     ranks = _median_ranks(n)
     needed = sorted({r for r in ranks if r > 0})
-    values: dict[int, float] = {0: 0.0}
-    if needed:
-        m = n * (n - 1) // 2
-        sample = None if m <= collect_all else _sample_pair_distances(raw, sample_pairs, seed)
-        lo, hi = -math.inf, math.inf
-        z = 5.0
-        while True:
-            if sample is not None:
-                lo, hi = _bracket(sample, [r / m for r in needed], z)
-            below, inside = _count_collect_pass(dev, p, n, block, backend, lo, hi)
-            if all(below < r <= below + inside.size for r in needed):
-                break
-            LOGGER.debug("median bracket [%g, %g] missed; widening", lo, hi)
-            z *= 4.0
-            if z > 1e4:
-                sample = None
-                lo, hi = -math.inf, math.inf
-        kth = [r - below - 1 for r in needed]
-        part = np.partition(inside, kth)
-        values.update({r: float(part[k]) for r, k in zip(needed, kth)})
+    if not all(below < r <= below + inside.size for r in needed):
+        return None
+    kth = [r - below - 1 for r in needed]
+    part = np.partition(inside, kth) if kth else inside
+    values = {0: 0.0, **{r: float(part[k]) for r, k in zip(needed, kth)}}
     return float(np.mean([values[r] for r in ranks]))
 
 
@@ -911,6 +1095,23 @@ def _sample_pair_distances(raw: np.ndarray, size: int, seed: int) -> np.ndarray:
     return out
 
 
+def _sample_median(sample: np.ndarray, n: int) -> float:
+    """The colab median estimated from a sorted sample of pair distances."""
+    m = n * (n - 1) // 2
+    picks = [0.0 if r == 0 else float(sample[min(sample.size - 1, r * sample.size // m)])
+             for r in _median_ranks(n)]
+    return float(np.mean(picks))
+
+
+def _median_bracket(sample: np.ndarray | None, n: int, z: float) -> tuple[float, float]:
+    """``(lo, hi)`` around the median ranks in a sorted pair sample; everything when None."""
+    needed = [r for r in _median_ranks(n) if r > 0]
+    if sample is None or not needed:
+        return -math.inf, math.inf
+    m = n * (n - 1) // 2
+    return _bracket(sample, [r / m for r in needed], z)
+
+
 def _bracket(sample: np.ndarray, quantiles: list[float], z: float) -> tuple[float, float]:
     s = sample.size
     q_lo, q_hi = min(quantiles), max(quantiles)
@@ -924,11 +1125,10 @@ def _bracket(sample: np.ndarray, quantiles: list[float], z: float) -> tuple[floa
 
 
 def _count_collect_pass(
-    dev: Any, p: int, n: int, block: int, backend: _NumpyBackend | _TorchBackend,
-    lo: float, hi: float,
+    dev: Any, n: int, block: int, backend: _NumpyBackend | _TorchBackend, lo: float, hi: float,
 ) -> tuple[int, np.ndarray]:
     """Over the distinct pairs: #(d^2 < lo) and the d^2 in [lo, hi]."""
-    perm = _swap_last_two(p)
+    perm = _swap_last_two(dev.shape[1] - 2)
     below = 0
     kept: list[np.ndarray] = []
     for i0 in range(0, n, block):
@@ -942,56 +1142,193 @@ def _count_collect_pass(
     return below, (np.concatenate(kept) if kept else np.empty(0))
 
 
-class _Accumulators:
-    """Partial sums of the RBF tile pass; what a checkpoint holds."""
+@dataclass(frozen=True)
+class _Bandwidth:
+    """How a tile pass scales the distances.
 
-    def __init__(self, backend: _NumpyBackend | _TorchBackend, n: int) -> None:
+    ``medians`` are the final ones when ``order`` is 0, else the sample's reference medians
+    ``m0`` (the exact ones come from the pass's ``bounds`` and the ``samples`` if it missed).
+    """
+
+    source: str
+    medians: tuple[float, float]
+    order: int = 0
+    bounds: tuple[float, float, float, float] = _NO_BRACKET
+    n_rows: int | None = None
+    seed: int | None = None
+    samples: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)
+
+    def scales(self, sigma: float) -> tuple[float, float]:
+        """``c0 = 1 / (2 sigma^2 m0)`` of x and y."""
+        return tuple(1.0 / (2.0 * sigma**2 * m) for m in self.medians)  # type: ignore[return-value]
+
+
+def _plan_bandwidth(
+    x: np.ndarray, y: np.ndarray, hosts: tuple[np.ndarray, np.ndarray], devs: tuple[Any, Any],
+    backend: _NumpyBackend | _TorchBackend, block: int, *,
+    median_sq_distance: tuple[float, float] | None, median_max_rows: int | None, seed: int,
+) -> _Bandwidth:
+    """User medians, the seeded subsample's exact medians, or a deferred exact median.
+
+    A deferred median needs a positive sample median (else the exact median is computed
+    first, in its own passes).
+    """
+    n = x.shape[0]
+    if median_sq_distance is not None:
+        mx, my = (float(v) for v in median_sq_distance)
+        return _Bandwidth("user", (mx, my))
+    if median_max_rows is not None and n > median_max_rows:
+        m = int(median_max_rows)
+        idx = np.sort(np.random.default_rng(seed).choice(n, m, replace=False))
+        LOGGER.info("median squared distances over a subsample of %d of %d rows (seed %d)",
+                    m, n, seed)
+        mx = _exact_median(x[idx], backend.put(hosts[0][idx]), backend, min(block, m), seed)
+        my = _exact_median(y[idx], backend.put(hosts[1][idx]), backend, min(block, m), seed)
+        return _Bandwidth("subsample", (mx, my), n_rows=m, seed=seed)
+    samples = (_sample_pair_distances(x, MEDIAN_SAMPLE_PAIRS, seed),
+               _sample_pair_distances(y, MEDIAN_SAMPLE_PAIRS, seed))
+    ref = (_sample_median(samples[0], n), _sample_median(samples[1], n))
+    if not all(np.isfinite(ref)) or min(ref) <= 0:
+        LOGGER.info("exact median squared distances over %d rows, before the pass", n)
+        medians = (_widening_median(devs[0], n, block, backend, samples[0], 5.0),
+                   _widening_median(devs[1], n, block, backend, samples[1], 5.0))
+        return _Bandwidth("exact", medians, n_rows=n)
+    collect_all = n * (n - 1) // 2 <= MEDIAN_COLLECT_ALL
+    bx, by = ((-math.inf, math.inf) if collect_all else _median_bracket(s, n, 5.0)
+              for s in samples)
+    return _Bandwidth("exact", ref, TAYLOR_ORDER, (*bx, *by), n, samples=samples)
+
+
+def _data_digest(x: np.ndarray, y: np.ndarray) -> str:
+    """BLAKE2b (128 bits) of the dtypes, shapes and values of x and y."""
+    digest = hashlib.blake2b(digest_size=16)
+    for a in (x, y):
+        digest.update(f"{a.dtype.str}{a.shape}".encode())
+        step = max(1, 2**24 // max(a.itemsize * a.shape[1], 1))
+        for start in range(0, a.shape[0], step):
+            digest.update(np.ascontiguousarray(a[start:start + step]).data)
+    return digest.hexdigest()
+
+
+def _state_key(base: dict[str, Any], bw: _Bandwidth) -> dict[str, Any]:
+    """The key of :class:`RBFState`: the call's ``base`` fields plus the bandwidth plan."""
+    return {**base, "median_source": bw.source, "median_rows": bw.n_rows,
+            "median_seed": bw.seed, "medians": list(bw.medians), "bracket": list(bw.bounds),
+            "order": bw.order}
+
+
+def _check_state(state: RBFState, key: dict[str, Any]) -> None:
+    """Raise :class:`StateMismatchError` naming every field where ``state.key`` differs."""
+    diffs = [f"{k}: {state.key.get(k)!r} != {v!r}" for k, v in key.items()
+             if state.key.get(k) != v]
+    if diffs:
+        raise StateMismatchError(
+            "the RBF CKA state was made for other inputs or parameters ("
+            + "; ".join(diffs) + "); start without it"
+        )
+
+
+def _resume_bandwidth(state: RBFState, base: dict[str, Any], bw: _Bandwidth) -> _Bandwidth:
+    """The bandwidth to resume ``state`` with (checked against the call).
+
+    A state of the second pass of a deferred exact median (order 0, exact medians) resumes
+    that pass, skipping the first.
+    """
+    _check_state(state, base)
+    key = state.key
+    if bw.source == "exact" and key.get("median_source") == "exact" and key.get("order") == 0:
+        medians = (float(key["medians"][0]), float(key["medians"][1]))
+        bw = _Bandwidth("exact", medians, n_rows=bw.n_rows)
+    _check_state(state, _state_key(base, bw))
+    return bw
+
+
+class _PassSums:
+    """Running sums of one tile pass (mutable); :class:`RBFState` is its snapshot."""
+
+    def __init__(self, n: int, order: int, state: RBFState | None = None) -> None:
         self.next_tile = 0
-        self.kl, self.kk, self.ll = _Sum(), _Sum(), _Sum()
-        self.rk = backend.zeros64(n)
-        self.rl = backend.zeros64(n)
-        self.buffers: tuple[Any, Any] | None = None
+        self.sums = np.zeros((2, _n_moments(order)))
+        self.rows = np.zeros((2, order + 1, n))
+        self.below = np.zeros(2, dtype=np.int64)
+        self.inside: tuple[list[np.ndarray], list[np.ndarray]] = ([], [])
+        self.wmax = np.zeros(2)
+        if state is not None:
+            self.next_tile = int(state.next_tile)
+            self.sums[...] = state.sums
+            self.rows[...] = state.rows
+            self.below[...] = state.below
+            self.inside = ([np.array(state.inside_x, dtype=np.float64)],
+                           [np.array(state.inside_y, dtype=np.float64)])
+            self.wmax[...] = state.wmax
 
-    def arrays(self, backend: _NumpyBackend | _TorchBackend) -> dict[str, np.ndarray]:
-        return {
-            "next_tile": np.array(self.next_tile),
-            "sums": np.array([self.kl.s, self.kl.c, self.kk.s, self.kk.c, self.ll.s, self.ll.c]),
-            "rk": backend.to_numpy(self.rk),
-            "rl": backend.to_numpy(self.rl),
-        }
+    def add(self, stats: _TileStats, i0: int, i1: int, j0: int, j1: int) -> None:
+        """Add a tile's pairs (twice: ``(i, j)`` and ``(j, i)``) and its row/column sums."""
+        value, correction = self.sums
+        v = 2.0 * stats.moments
+        t = value + v
+        correction += np.where(np.abs(value) >= np.abs(v), (value - t) + v, (v - t) + value)
+        value[...] = t
+        self.rows[:, :, i0:i1] += stats.rows
+        self.rows[:, :, j0:j1] += stats.cols
+        self.below += stats.below
+        for kept, new in zip(self.inside, stats.inside):
+            if new.size:
+                kept.append(new)
+        np.maximum(self.wmax, stats.wmax, out=self.wmax)
+        self.next_tile += 1
 
-    def load(self, data: Any, backend: _NumpyBackend | _TorchBackend) -> None:
-        self.next_tile = int(data["next_tile"])
-        s = data["sums"]
-        self.kl, self.kk, self.ll = _Sum(s[0], s[1]), _Sum(s[2], s[3]), _Sum(s[4], s[5])
-        self.rk = backend.from_numpy64(data["rk"])
-        self.rl = backend.from_numpy64(data["rl"])
+    def inside_values(self, side: int) -> np.ndarray:
+        """The kept distances of x (0) or y (1), as one array."""
+        kept = self.inside[side]
+        if len(kept) != 1:
+            kept[:] = [np.concatenate(kept) if kept else np.empty(0)]
+        return kept[0]
+
+    def snapshot(self, key: dict[str, Any], n_tiles: int) -> RBFState:
+        return RBFState(key=dict(key), next_tile=self.next_tile, n_tiles=n_tiles,
+                        sums=self.sums.copy(), rows=self.rows.copy(), below=self.below.copy(),
+                        inside_x=self.inside_values(0).copy(),
+                        inside_y=self.inside_values(1).copy(), wmax=self.wmax.copy())
 
 
-def _save_checkpoint(path: Path, acc: _Accumulators, backend: Any, meta: dict) -> None:
-    """np.savez to a temporary file in the same folder, then an atomic rename."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        np.savez(fh, version=np.array(_CHECKPOINT_VERSION), **acc.arrays(backend),
-                 **{f"meta_{k}": np.asarray(v) for k, v in meta.items()})
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+def _taylor_coefficients(eps: float, order: int) -> np.ndarray:
+    """``(-eps)^a / a!`` for ``a = 0 .. order``: array of shape (order + 1,)."""
+    return np.array([(-eps) ** a / math.factorial(a) for a in range(order + 1)])
 
 
-def _load_checkpoint(path: Path, acc: _Accumulators, backend: Any, meta: dict) -> None:
-    with np.load(path) as data:
-        if int(data["version"]) != _CHECKPOINT_VERSION:
-            raise ValueError(f"checkpoint {path} has another format version; delete it")
-        for key, want in meta.items():
-            got = data[f"meta_{key}"]
-            if got.shape != np.shape(want) or not np.allclose(got, want, rtol=1e-12, atol=0):
-                raise ValueError(
-                    f"checkpoint {path} was written for other inputs or parameters ({key}: "
-                    f"{got.tolist()} != {np.asarray(want).tolist()}); delete it or pass "
-                    "another path"
-                )
-        acc.load(data, backend)
+def _taylor_bound(eps: tuple[float, float], wmax: np.ndarray, order: int) -> float:
+    """Bound on the relative truncation error of every Taylor-summed quantity."""
+    zx, zy = abs(eps[0]) * float(wmax[0]), abs(eps[1]) * float(wmax[1])
+    z = max(zx + zy, 2.0 * zx, 2.0 * zy)
+    return z ** (order + 1) / math.factorial(order + 1) * math.exp(z)
+
+
+def _hsic_from_pass(
+    acc: _PassSums, n: int, unbiased: bool, order: int, eps: tuple[float, float]
+) -> tuple[float, float, float]:
+    """``(HSIC_xy, HSIC_xx, HSIC_yy)`` from the moments, at ``K = K0 exp(-eps w)``.
+
+    The diagonal (``K_ii = 1``, ``w = 0``) enters here when the estimator is biased.
+    """
+    cx, cy = _taylor_coefficients(eps[0], order), _taylor_coefficients(eps[1], order)
+    total = acc.sums[0] + acc.sums[1]
+    n_kl = (order + 1) * (order + 2) // 2
+    pairs = [(a, b) for a in range(order + 1) for b in range(order + 1 - a)]
+    tr_kl = math.fsum(cx[a] * cy[b] * total[m] for m, (a, b) in enumerate(pairs))
+    kk = total[n_kl:n_kl + order + 1]
+    ll = total[n_kl + order + 1:]
+    tr_kk = math.fsum(_taylor_coefficients(2.0 * eps[0], order) * kk)
+    tr_ll = math.fsum(_taylor_coefficients(2.0 * eps[1], order) * ll)
+    rk, rl = cx @ acc.rows[0], cy @ acc.rows[1]
+    if not unbiased:
+        tr_kl, tr_kk, tr_ll = tr_kl + n, tr_kk + n, tr_ll + n
+        rk += 1.0
+        rl += 1.0
+    sk, sl_ = float(rk.sum()), float(rl.sum())
+    return (_hsic_from_sums(n, unbiased, tr_kl, sk, sl_, float(rk @ rl)),
+            _hsic_from_sums(n, unbiased, tr_kk, sk, sk, float(rk @ rk)),
+            _hsic_from_sums(n, unbiased, tr_ll, sl_, sl_, float(rl @ rl)))
 
 
 def _cka_rbf(
@@ -1005,12 +1342,10 @@ def _cka_rbf(
     median_sq_distance: tuple[float, float] | None,
     median_max_rows: int | None,
     seed: int,
-    checkpoint: str | os.PathLike[str] | None,
-    checkpoint_every_s: float,
-    max_tiles: int | None,
+    resume: _Resume,
     progress: bool,
 ) -> CKADetails:
-    """Exact RBF CKA, streamed over the upper-triangle tiles."""
+    """Exact RBF CKA in one pass over the upper-triangle tiles (two if the Taylor bound fails)."""
     n, px = x.shape
     py = y.shape[1]
     if not (np.isfinite(sigma) and sigma > 0):
@@ -1018,75 +1353,76 @@ def _cka_rbf(
     block = min(n, int(block_size) if block_size else backend.default_block)
     if block < 1:
         raise ValueError(f"block_size must be >= 1, got {block_size}")
-    mu_x, mu_y = _column_means(x, "x"), _column_means(y, "y")
     host_dtype = np.dtype(backend.dtype_name)
-    bx_host = _augmented_rows(x, mu_x, host_dtype)
-    by_host = _augmented_rows(y, mu_y, host_dtype)
-    fingerprint = [float(mu_x.sum()), float(bx_host[:, px].sum(dtype=np.float64)),
-                   float(mu_y.sum()), float(by_host[:, py].sum(dtype=np.float64))]
-    bx, by = backend.put(bx_host), backend.put(by_host)
-
-    median_n_rows: int | None = None
-    median_seed: int | None = None
-    if median_sq_distance is not None:
-        mx, my = (float(v) for v in median_sq_distance)
-        source = "user"
-    elif median_max_rows is None or n <= median_max_rows:
-        LOGGER.info("exact median squared distances over %d rows", n)
-        mx = _exact_median(x, bx, backend, block, seed)
-        my = _exact_median(y, by, backend, block, seed)
-        source, median_n_rows = "exact", n
-    else:
-        m = int(median_max_rows)
-        idx = np.sort(np.random.default_rng(seed).choice(n, m, replace=False))
-        LOGGER.info("median squared distances over a subsample of %d of %d rows (seed %d)",
-                    m, n, seed)
-        mx = _exact_median(x[idx], backend.put(bx_host[idx]), backend, min(block, m), seed)
-        my = _exact_median(y[idx], backend.put(by_host[idx]), backend, min(block, m), seed)
-        source, median_n_rows, median_seed = "subsample", m, seed
-    _check_median(mx, "x")
-    _check_median(my, "y")
-    bw2_x, bw2_y = sigma**2 * mx, sigma**2 * my
-    for dev, p, bw2 in ((bx, px, bw2_x), (by, py, bw2_y)):
-        scale = np.ones(p + 2)
-        scale[:p] = 1.0 / math.sqrt(bw2)
-        scale[p] = 1.0 / bw2
-        backend.scale_columns_(dev, scale)
-    del bx_host, by_host
-
+    hosts = (_augmented_rows(x, _column_means(x, "x"), host_dtype),
+             _augmented_rows(y, _column_means(y, "y"), host_dtype))
+    devs = (backend.put(hosts[0]), backend.put(hosts[1]))
+    bw = _plan_bandwidth(x, y, hosts, devs, backend, block, median_sq_distance=median_sq_distance,
+                         median_max_rows=median_max_rows, seed=seed)
+    del hosts
+    base: dict[str, Any] = {}
+    if resume.on_progress is not None or resume.state is not None:
+        base = {"version": STATE_VERSION, "n": n, "n_features": [px, py], "block_size": block,
+                "unbiased": unbiased, "sigma": float(sigma), "compute_dtype": backend.dtype_name,
+                "data": _data_digest(x, y)}
+    if resume.state is not None:
+        bw = _resume_bandwidth(resume.state, base, bw)
+    if bw.order == 0:
+        _check_median(bw.medians[0], "x")
+        _check_median(bw.medians[1], "y")
     nb = -(-n // block)
     n_tiles = nb * (nb + 1) // 2
-    acc = _Accumulators(backend, n)
-    meta = {"n": n, "p": [px, py], "block": block, "unbiased": int(unbiased),
-            "bw2": [bw2_x, bw2_y], "fingerprint": fingerprint,
-            "dtype": int(host_dtype.itemsize)}
-    path = Path(checkpoint) if checkpoint is not None else None
-    if path is not None and path.exists():
-        _load_checkpoint(path, acc, backend, meta)
-        LOGGER.info("resuming the CKA tile pass from %s at tile %d of %d", path,
-                    acc.next_tile, n_tiles)
-    LOGGER.info("RBF CKA: n=%d, block=%d, %d tiles, device %s", n, block, n_tiles, backend.name)
-    _tile_pass(bx, by, n, block, unbiased, backend, acc, n_tiles, max_tiles, path,
-               checkpoint_every_s, progress, meta)
-
-    complete = acc.next_tile >= n_tiles
-    hxy = hxx = hyy = value = math.nan
-    if complete:
-        rk, rl = backend.to_numpy(acc.rk), backend.to_numpy(acc.rl)
-        sk, sl_ = float(rk.sum()), float(rl.sum())
-        hxy = _hsic_from_sums(n, unbiased, acc.kl.value, sk, sl_, float(rk @ rl))
-        hxx = _hsic_from_sums(n, unbiased, acc.kk.value, sk, sk, float(rk @ rk))
-        hyy = _hsic_from_sums(n, unbiased, acc.ll.value, sl_, sl_, float(rl @ rl))
-        value = _ratio(hxy, hxx, hyy)
-    return CKADetails(
-        value=value, kernel="rbf", unbiased=unbiased, n=n, n_features=(px, py),
-        block_size=block, device=backend.name, compute_dtype=backend.dtype_name, sigma=sigma,
-        median_sq_distance=(mx, my), bandwidth=(math.sqrt(bw2_x), math.sqrt(bw2_y)),
-        median_source=source, median_n_rows=median_n_rows, median_seed=median_seed,
-        hsic_xy=hxy, hsic_xx=hxx, hsic_yy=hyy, complete=complete,
+    acc = _PassSums(n, bw.order, resume.state)
+    LOGGER.info("RBF CKA: n=%d, block=%d, %d tiles, order %d, device %s", n, block, n_tiles,
+                bw.order, backend.name)
+    budget = _tile_pass(devs, n, block, backend, bw, sigma, acc, n_tiles, resume.max_tiles,
+                        _state_key(base, bw), resume, progress)
+    details = functools.partial(
+        CKADetails, kernel="rbf", unbiased=unbiased, n=n, n_features=(px, py), block_size=block,
+        device=backend.name, compute_dtype=backend.dtype_name, sigma=sigma,
+        median_source=bw.source, median_n_rows=bw.n_rows, median_seed=bw.seed,
         tiles_done=acc.next_tile, n_tiles=n_tiles,
     )
+    if acc.next_tile < n_tiles:
+        return details(value=math.nan, complete=False,
+                       median_sq_distance=bw.medians if bw.order == 0 else None)
+    medians, eps = bw.medians, (0.0, 0.0)
+    if bw.order > 0:
+        medians = _deferred_medians(acc, bw, devs, n, block, backend)
+        eps = (bw.medians[0] / medians[0] - 1.0, bw.medians[1] / medians[1] - 1.0)
+        bound = _taylor_bound(eps, acc.wmax, bw.order)
+        if bound > TAYLOR_TOL:
+            LOGGER.info("Taylor bound %.2g at eps = (%.2g, %.2g): second pass with the exact "
+                        "bandwidth", bound, *eps)
+            bw = _Bandwidth("exact", medians, n_rows=n)
+            acc, eps = _PassSums(n, 0), (0.0, 0.0)
+            _tile_pass(devs, n, block, backend, bw, sigma, acc, n_tiles, budget,
+                       _state_key(base, bw), resume, progress)
+            details = functools.partial(details, tiles_done=acc.next_tile)
+            if acc.next_tile < n_tiles:
+                return details(value=math.nan, complete=False)
+    hxy, hxx, hyy = _hsic_from_pass(acc, n, unbiased, bw.order, eps)
+    bandwidth = (sigma * math.sqrt(medians[0]), sigma * math.sqrt(medians[1]))
+    return details(value=_ratio(hxy, hxx, hyy), median_sq_distance=medians, bandwidth=bandwidth,
+                   hsic_xy=hxy, hsic_xx=hxx, hsic_yy=hyy)
 
+
+def _deferred_medians(
+    acc: _PassSums, bw: _Bandwidth, devs: tuple[Any, Any], n: int, block: int,
+    backend: _NumpyBackend | _TorchBackend,
+) -> tuple[float, float]:
+    """Exact medians from the pass's counts; a widening count pass where the bracket missed."""
+    medians = []
+    for s, name in enumerate(("x", "y")):
+        median = _median_from_counts(n, int(acc.below[s]), acc.inside_values(s))
+        if median is None:
+            LOGGER.info("median bracket of %s missed; counting again", name)
+            samples = bw.samples
+            median = _widening_median(devs[s], n, block, backend,
+                                      None if samples is None else samples[s], 20.0)
+        _check_median(median, name)
+        medians.append(median)
+    return medians[0], medians[1]
 
 class _Progress:
     """A tqdm bar over the tiles when asked for (and installed); else a log line every 30 s."""
@@ -1121,45 +1457,52 @@ class _Progress:
             self.bar.close()
 
 
-def _tile_pass(
-    bx: Any, by: Any, n: int, block: int, unbiased: bool,
-    backend: _NumpyBackend | _TorchBackend, acc: _Accumulators, n_tiles: int,
-    max_tiles: int | None, path: Path | None, checkpoint_every_s: float, progress: bool,
-    meta: dict,
-) -> None:
-    """Accumulate tr(KL), tr(KK), tr(LL) and the row sums over tiles acc.next_tile onwards.
 
-    Tiles run row-major over the upper triangle (tile index t). The accumulators are saved
-    (atomically) every ``checkpoint_every_s`` seconds and when the pass ends or stops at
-    ``max_tiles``; an exception saves nothing, so a checkpoint always holds whole tiles.
+
+def _tile_pass(
+    devs: tuple[Any, Any], n: int, block: int, backend: _NumpyBackend | _TorchBackend,
+    bw: _Bandwidth, sigma: float, acc: _PassSums, n_tiles: int, budget: int | None,
+    key: dict[str, Any], resume: _Resume, progress: bool,
+) -> int | None:
+    """Add tiles ``acc.next_tile`` onwards (at most ``budget``) to ``acc``; return what is left.
+
+    Tiles run row-major over the upper triangle. ``resume.on_progress`` gets a snapshot every
+    ``resume.every`` tiles and after the last tile of the call, so a state always holds whole
+    tiles.
     """
     if acc.next_tile >= n_tiles:
-        return
-    stop = n_tiles if max_tiles is None else min(n_tiles, acc.next_tile + int(max_tiles))
+        return budget
+    stop = n_tiles if budget is None else min(n_tiles, acc.next_tile + budget)
+    first = acc.next_tile
+    scales = bw.scales(sigma)
     bar = _Progress(n_tiles, acc.next_tile, progress)
-    last_save = time.monotonic()
+    buffers = None
     try:
-        for i0, j0, ax, ay, full in _pending_tiles(bx, by, n, block, backend, acc.next_tile, stop):
+        for i0, j0, ax, ay, full in _pending_tiles(devs, n, block, backend, first, stop):
+            if full and buffers is None:
+                buffers = (backend.empty_tile(block), backend.empty_tile(block))
+            out_x, out_y = buffers if full else (None, None)
             i1, j1 = min(n, i0 + block), min(n, j0 + block)
-            _one_tile(acc, backend, ax, ay, bx[j0:j1], by[j0:j1], i0, i1, j0, j1, unbiased,
-                      full)
-            acc.next_tile += 1
+            diagonal = i0 == j0
+            gx = backend.gram_tile(ax, devs[0][j0:j1], out_x, diagonal)
+            gy = backend.gram_tile(ay, devs[1][j0:j1], out_y, diagonal)
+            acc.add(backend.tile_stats(gx, gy, diagonal, scales, bw.bounds, bw.order),
+                    i0, i1, j0, j1)
             bar.advance()
-            if path is not None and time.monotonic() - last_save >= checkpoint_every_s:
-                _save_checkpoint(path, acc, backend, meta)
-                last_save = time.monotonic()
+            report = (acc.next_tile - first) % resume.every == 0 or acc.next_tile == stop
+            if resume.on_progress is not None and report:
+                resume.on_progress(acc.snapshot(key, n_tiles))
     finally:
         bar.close()
-    if path is not None:
-        _save_checkpoint(path, acc, backend, meta)
+    return None if budget is None else budget - (acc.next_tile - first)
 
 
 def _pending_tiles(
-    bx: Any, by: Any, n: int, block: int, backend: _NumpyBackend | _TorchBackend,
+    devs: tuple[Any, Any], n: int, block: int, backend: _NumpyBackend | _TorchBackend,
     first: int, stop: int,
 ) -> Any:
     """Yield ``(i0, j0, a_x, a_y, full)`` for tiles ``first <= t < stop`` (row strips reused)."""
-    perm_x, perm_y = _swap_last_two(bx.shape[1] - 2), _swap_last_two(by.shape[1] - 2)
+    perm_x, perm_y = (_swap_last_two(d.shape[1] - 2) for d in devs)
     tile = 0
     for i0 in range(0, n, block):
         strip = -(-(n - i0) // block)
@@ -1167,8 +1510,8 @@ def _pending_tiles(
             tile += strip
             continue
         i1 = min(n, i0 + block)
-        ax = backend.take_columns(bx[i0:i1], perm_x)
-        ay = backend.take_columns(by[i0:i1], perm_y)
+        ax = backend.take_columns(devs[0][i0:i1], perm_x)
+        ay = backend.take_columns(devs[1][i0:i1], perm_y)
         for j0 in range(i0, n, block):
             if tile >= stop:
                 return
@@ -1178,38 +1521,125 @@ def _pending_tiles(
             tile += 1
 
 
-def _one_tile(
-    acc: _Accumulators, backend: _NumpyBackend | _TorchBackend, ax: Any, ay: Any, bx_j: Any,
-    by_j: Any, i0: int, i1: int, j0: int, j1: int, unbiased: bool, full: bool,
-) -> None:
-    """Add one (i, j) tile (and, off the diagonal, its mirror (j, i)) to the accumulators."""
-    if full and acc.buffers is None:
-        acc.buffers = (_empty_tile(backend, i1 - i0), _empty_tile(backend, i1 - i0))
-    buf_k, buf_l = acc.buffers if full else (None, None)
-    diagonal = i0 == j0
-    k = backend.exp_tile(ax, bx_j, buf_k, diagonal)
-    l = backend.exp_tile(ay, by_j, buf_l, diagonal)  # noqa: E741
-    if diagonal and unbiased:
-        backend.zero_diag_(k)
-        backend.zero_diag_(l)
-    dkl, dkk, dll = backend.dots(k, l)
-    rk_i, rk_j = backend.row_col_sums(k)
-    rl_i, rl_j = backend.row_col_sums(l)
-    w = 1.0 if diagonal else 2.0
-    acc.kl.add(w * dkl)
-    acc.kk.add(w * dkk)
-    acc.ll.add(w * dll)
-    acc.rk[i0:i1] += rk_i
-    acc.rl[i0:i1] += rl_i
-    if not diagonal:
-        acc.rk[j0:j1] += rk_j
-        acc.rl[j0:j1] += rl_j
+# --------------------------------------------------------------------------- compiled kernels
+def _tile_stats_kernel(gx, gy, r0, r1, diagonal, cx, cy, bounds, order, moments, rows, cols,
+                       counts, inside_rows, wmax):  # pragma: no cover - compiled by numba
+    """Rows ``r0 .. r1`` of a tile pair: see :meth:`_NumpyBackend.tile_stats`.
+
+    Per row and step of ``_JB`` columns: ``d^2 = max(-2 g, 0)`` (median counts, ``w = c d^2``,
+    ``max w``), ``exp(-w)`` for both sides (vectorized: Cody-Waite reduction, polynomial, and
+    ``2^k`` built in the exponent bits), then the moments, one vectorized sweep each.
+    """
+    bj = gx.shape[1]
+    w = np.empty((2, _JB))
+    e = np.empty((2, _JB))
+    pow2 = np.empty(_JB)
+    pow2_bits = pow2.view(np.int64)
+    q = np.empty(_JB)
+    t = np.empty(_JB)
+    for i in range(r0, r1):
+        for c0 in range(i + 1 if diagonal else 0, bj, _JB):
+            m = min(bj, c0 + _JB) - c0
+            for s in range(2):
+                g = gx if s == 0 else gy
+                scale = cx if s == 0 else cy
+                lo = bounds[2 * s]
+                hi = bounds[2 * s + 1]
+                ws = w[s]
+                es = e[s]
+                below = 0
+                inside = 0
+                top = 0.0
+                row = g[i, c0:c0 + m]
+                for j in range(m):
+                    d = -2.0 * row[j]
+                    d = d if d > 0.0 else 0.0
+                    below += 1 if d < lo else 0
+                    inside += 1 if (d >= lo) & (d <= hi) else 0
+                    v = scale * d
+                    ws[j] = v
+                    top = top if top >= v else v
+                counts[2 * s] += below
+                counts[2 * s + 1] += inside
+                inside_rows[s, i] += inside
+                wmax[s] = max(wmax[s], top)
+                for j in range(m):
+                    arg = -min(ws[j], 708.0)
+                    shifted = arg * _LOG2E + _ROUND_MAGIC
+                    k = shifted - _ROUND_MAGIC
+                    r = (arg - k * _LN2_HI) - k * _LN2_LO
+                    p = _EXP_POLY[13]
+                    for c in range(12, -1, -1):
+                        p = p * r + _EXP_POLY[c]
+                    es[j] = p
+                    pow2[j] = shifted
+                for j in range(m):
+                    pow2_bits[j] = (pow2_bits[j] - _ROUND_MAGIC_BITS + 1023) << 52
+                for j in range(m):
+                    es[j] *= pow2[j]
+            idx = 0
+            wx, wy, kx, ky = w[0], w[1], e[0], e[1]
+            for j in range(m):
+                t[j] = kx[j] * ky[j]
+            for a in range(order + 1):
+                for j in range(m):
+                    q[j] = t[j]
+                for b in range(order + 1 - a):
+                    acc = 0.0
+                    for j in range(m):
+                        v = q[j]
+                        acc += v
+                        q[j] = v * wy[j]
+                    moments[idx] += acc
+                    idx += 1
+                if a < order:
+                    for j in range(m):
+                        t[j] *= wx[j]
+            for s in range(2):
+                ws = w[s]
+                es = e[s]
+                for j in range(m):
+                    q[j] = es[j]
+                for a in range(order + 1):
+                    acc = 0.0
+                    acc2 = 0.0
+                    col = cols[s, a, c0:c0 + m]
+                    for j in range(m):
+                        v = q[j]
+                        acc += v
+                        acc2 += v * es[j]
+                        col[j] += v
+                        q[j] = v * ws[j]
+                    rows[s, a, i] += acc
+                    moments[idx] += acc2
+                    idx += 1
 
 
-def _empty_tile(backend: _NumpyBackend | _TorchBackend, block: int) -> Any:
-    if isinstance(backend, _NumpyBackend):
-        return np.empty((block, block), dtype=backend.dtype)
-    return backend.torch.empty((block, block), dtype=backend.dtype, device=backend.device)
+def _collect_kernel(g, r0, r1, diagonal, lo, hi, offsets, out):  # pragma: no cover - compiled
+    """Write the d^2 in [lo, hi] of rows ``r0 .. r1`` of a tile at ``out[offsets[i]:]``."""
+    bj = g.shape[1]
+    for i in range(r0, r1):
+        pos = offsets[i]
+        for j in range(i + 1 if diagonal else 0, bj):
+            d = -2.0 * g[i, j]
+            d = d if d > 0.0 else 0.0
+            if (d >= lo) & (d <= hi):
+                out[pos] = d
+                pos += 1
+
+
+@functools.cache
+def _rbf_kernels() -> tuple[Callable[..., None], Callable[..., None]]:
+    """Compile (once per process; cached on disk where a cache directory is writable) the
+    tile kernels. ``fastmath`` only allows reassociating sums (to vectorize them)."""
+    import numba
+
+    options = {"nogil": True, "fastmath": {"reassoc", "contract"}}
+    try:
+        return (numba.njit(cache=True, **options)(_tile_stats_kernel),
+                numba.njit(cache=True, **options)(_collect_kernel))
+    except RuntimeError:  # no writable cache location (read-only install, no NUMBA_CACHE_DIR)
+        return (numba.njit(**options)(_tile_stats_kernel), numba.njit(**options)(_collect_kernel))
 
 
 #: Kernel registry: one function per kernel.
