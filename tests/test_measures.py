@@ -127,3 +127,18 @@ def test_round_trip_and_sidecar_parameters() -> None:
     assert nss.parameters() == {"CKA": "ckarbf", "Reference": "every random-seed source"}
     assert set(descriptions(DEFAULT_MEASURES)) == {
         "rsa", "rsaMean", "cka", "ckaMean", "ckarbf", "ckarbfMean", "nss", "nssMean"}
+
+
+def test_continuous_design_drops_or_refuses_rsa(tmp_path: Path) -> None:
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(MODEL)
+    models = load_model_spec(spec)
+    assert [m.label for m in load_measures(spec, models, "continuous")] == ["cka", "ckarbf",
+                                                                            "nss"]
+    spec.write_text(MODEL + "measures:\n  k: {measure: cka}\n  r: {measure: rsa}\n")
+    with pytest.raises(DataError) as info:
+        load_measures(spec, models, "continuous")
+    assert str(info.value) == (f"{spec}: measures.r: rsa compares RDMs between stimuli, which a "
+                               "continuous design does not have; remove it (or use --design "
+                               "event)")
+    assert [m.label for m in load_measures(spec, models, "event")] == ["k", "r"]

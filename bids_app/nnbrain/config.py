@@ -52,6 +52,11 @@ class Settings:
         Memory available to the workflow (GB), passed to MultiProc.
     device : str
         Torch device of the network forward passes (``cpu``, ``cuda``, ``cuda:N``).
+    design : str
+        ``event`` (one response pattern per stimulus, single-trial GLM) or ``continuous``
+        (events are stimulation blocks; scans compared with HRF-convolved frame features).
+    discard_seconds : float
+        Continuous designs: seconds dropped at the start of every block.
     random_seed : int
         Master seed: permutations and random-init weights derive their seeds from it.
     n_permutations : int
@@ -82,6 +87,8 @@ class Settings:
     omp_nthreads: int = 1
     mem_gb: float = 4.0
     device: str = "cpu"
+    design: str = "event"
+    discard_seconds: float = 6.0
     random_seed: int = 0
     n_permutations: int = 1000
     skip_bids_validation: bool = False

@@ -119,8 +119,12 @@ def _measure(label: str, entry: Mapping[str, Any], path: Path) -> Measure:
     return Measure(label, kind, **values)
 
 
-def measures_from_document(document: Mapping[str, Any], path: Path) -> tuple[Measure, ...]:
+def measures_from_document(document: Mapping[str, Any], path: Path,
+                           design: str = "event") -> tuple[Measure, ...]:
     """The measures of a schema-valid spec document (defaults when it has none).
+
+    A continuous design (rows are scans, not stimuli) takes no rsa measure: the defaults drop
+    it, a spec that lists one is refused.
 
     Raises
     ------
@@ -130,8 +134,13 @@ def measures_from_document(document: Mapping[str, Any], path: Path) -> tuple[Mea
     """
     entries = document.get("measures")
     if entries is None:
-        return DEFAULT_MEASURES
+        return tuple(m for m in DEFAULT_MEASURES if design == "event" or m.kind != "rsa")
     measures = [_measure(label, entry, path) for label, entry in entries.items()]
+    rsa = [m.label for m in measures if m.kind == "rsa"]
+    if design == "continuous" and rsa:
+        raise DataError(f"measures.{rsa[0]}: rsa compares RDMs between stimuli, which a "
+                        "continuous design does not have; remove it (or use --design event)",
+                        path)
     ckas = [m.label for m in measures if m.kind == "cka"]
     folded = {}
     for m in measures:

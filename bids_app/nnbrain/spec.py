@@ -771,7 +771,8 @@ def load_model_spec(path: Path, *, allow_custom_code: bool = False) -> tuple[Mod
     return models
 
 
-def load_measures(path: Path, models: tuple[ModelSpec, ...]) -> tuple[Measure, ...]:
+def load_measures(path: Path, models: tuple[ModelSpec, ...],
+                  design: str = "event") -> tuple[Measure, ...]:
     """The similarity measures of a spec (:mod:`nnbrain.measures`), checked against its models.
 
     Parameters
@@ -780,6 +781,9 @@ def load_measures(path: Path, models: tuple[ModelSpec, ...]) -> tuple[Measure, .
         The spec file (already loaded by :func:`load_model_spec`).
     models : tuple of ModelSpec
         Its models, whose random weight sources an nss ``reference`` must name.
+    design : {"event", "continuous"}
+        A continuous design has no stimulus RDMs: rsa measures are dropped from the defaults
+        and refused when the spec lists them.
 
     Raises
     ------
@@ -790,7 +794,7 @@ def load_measures(path: Path, models: tuple[ModelSpec, ...]) -> tuple[Measure, .
 
     document = _parse(path)
     validate_document(document, path)
-    measures = measures_from_document(document, path)
+    measures = measures_from_document(document, path, design)
     check_references(measures, {m.name: [(w.label, w.group or w.label, w.kind)
                                          for w in m.weights] for m in models}, path)
     return measures

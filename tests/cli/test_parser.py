@@ -27,6 +27,10 @@ def test_bids_app_form_parses_every_option(tmp_path: Path) -> None:
     assert args.skip_bids_validation and args.overwrite and args.stop_on_first_crash
     assert (args.verbose, args.quiet) == (2, 1)
     assert args.device == "cpu"
+    assert (args.design, args.discard_seconds) == ("event", 6.0)
+    args = build_bids_app_parser().parse_args(["i", "o", "participant", "--design", "continuous",
+                                               "--discard-seconds", "4.5"])
+    assert (args.design, args.discard_seconds) == ("continuous", 4.5)
     assert build_bids_app_parser().parse_args(["i", "o", "group", "--device", "cuda:1"]).device \
         == "cuda:1"
 
@@ -38,6 +42,8 @@ def test_bids_app_form_parses_every_option(tmp_path: Path) -> None:
     (["in", "out", "participant", "--mem-gb", "-1"], "must be a positive number"),
     (["in", "out", "participant", "--participant-label", "sub-0_1"], "is not a participant label"),
     (["in", "out", "participant", "--no-such-option"], "unrecognized arguments: --no-such-option"),
+    (["in", "out", "participant", "--design", "blocked"], "invalid choice: 'blocked'"),
+    (["in", "out", "participant", "--discard-seconds", "-2"], "'-2' must be a number >= 0"),
     (["in", "out", "participant", "--device", "gpu"], "'gpu' is not a torch device; use cpu, "
                                                       "cuda or cuda:N"),
     (["list-layers"], "the following arguments are required: spec"),

@@ -382,3 +382,22 @@ def test_bootstrap_subject_means_equal_bootstrap_subjects():
     with_nan[0, 1] = np.nan
     means = bootstrap_subject_means(with_nan, 50, seed=1)
     assert np.isfinite(means[:, 1]).all()
+
+
+def test_bootstrap_cka_over_blocks_keeps_whole_blocks():
+    from nnbrain.core.bootstrap import bootstrap_cka_stimuli
+    from nnbrain.core.cka import cka
+
+    rng = np.random.default_rng(4)
+    reference = rng.normal(size=(24, 5))
+    candidate = reference @ rng.normal(size=(5, 3)) + rng.normal(size=(24, 3))
+    blocks = np.repeat(np.arange(6), 4)
+    boot = bootstrap_cka_stimuli(reference, [candidate], n_bootstrap=20, seed=2, blocks=blocks)
+    draws = np.random.RandomState(2)
+    for value in boot[:, 0]:
+        units = np.unique(draws.randint(0, 6, size=6))
+        rows = np.flatnonzero(np.isin(blocks, units))
+        want = cka(reference[rows], candidate[rows], unbiased=True) if rows.size >= 4 else np.nan
+        np.testing.assert_allclose(value, want, rtol=0, atol=1e-10)
+    with pytest.raises(ValueError, match="one label per row"):
+        bootstrap_cka_stimuli(reference, [candidate], blocks=blocks[:-1])

@@ -556,3 +556,36 @@ def test_cka_zero_permutations_give_statistics_and_nan_p():
     assert isinstance(res.seed, int)
     with pytest.raises(ValueError, match="unknown kernel"):
         cka_permutation_batch(reference, candidates, n_permutations=3, kernel="poly")
+
+
+def test_block_permutations_move_whole_blocks():
+    from nnbrain.core.permutation import block_permutations
+
+    blocks = np.repeat([0, 1, 2, 3], 5)
+    perms = block_permutations(blocks, 50, seed=1)
+    assert perms.shape == (50, 20)
+    for perm in perms:
+        assert sorted(perm) == list(range(20))
+        moved = perm.reshape(4, 5)
+        for block in moved:  # each block of positions takes one whole block, in order
+            assert block[0] % 5 == 0 and np.array_equal(block, np.arange(block[0], block[0] + 5))
+    np.testing.assert_array_equal(perms, block_permutations(blocks, 50, seed=1))
+    with pytest.raises(ValueError, match="equal length"):
+        block_permutations(np.array([0, 0, 1]), 5, seed=0)
+
+
+def test_cka_block_permutation_null_is_uniform_for_autocorrelated_series():
+    """Row permutations give false positives on independent smooth series; block ones do not."""
+    from scipy.ndimage import gaussian_filter1d
+
+    blocks = np.repeat(np.arange(12), 20)
+    p_rows, p_blocks = [], []
+    for seed in range(60):
+        rng = np.random.default_rng(30_000 + seed)
+        x = gaussian_filter1d(rng.normal(size=(240, 6)), 4, axis=0)
+        y = gaussian_filter1d(rng.normal(size=(240, 4)), 4, axis=0)
+        p_rows.append(cka_permutation_batch(x, [y], n_permutations=99, seed=seed).p_value[0])
+        p_blocks.append(cka_permutation_batch(x, [y], n_permutations=99, seed=seed,
+                                              blocks=blocks).p_value[0])
+    assert np.mean(np.array(p_rows) <= 0.05) > 0.25
+    assert np.mean(np.array(p_blocks) <= 0.05) < 0.15

@@ -53,6 +53,11 @@ PINNED = [
           desc="betas"),
      "sub-01/func/sub-01_task-digits_space-MNI152NLin2009cAsym_atlas-nnbrainDemo_label-roiA"
      "_desc-betas_patterns.tsv"),
+    ("roi_timeseries",
+     dict(subject="01", task="quilts", space=SPACE, atlas="nnbrainDemo", label="roiB",
+          desc="blocks"),
+     "sub-01/func/sub-01_task-quilts_space-MNI152NLin2009cAsym_atlas-nnbrainDemo_label-roiB"
+     "_desc-blocks_timeseries.tsv"),
     ("brain_rdm",
      dict(subject="02", task="digits", space=SPACE, atlas="nnbrainDemo", label="roiC",
           desc="correlation"),

@@ -109,3 +109,25 @@ def test_group_wf_one_sink_per_measure(tmp_path: Path) -> None:
     assert sorted(wf.list_node_names()) == ["ds_group_ckarbf", "ds_group_rsa"]
     node = wf.get_node("ds_group_rsa")
     assert node.inputs.roi_rdms == {"roiA": [str(table)]} and node.inputs.seed == 4
+
+
+def test_continuous_design_graph(plan_and_settings) -> None:
+    import dataclasses
+
+    plan, settings = plan_and_settings("01")
+    settings = dataclasses.replace(settings, design="continuous", discard_seconds=4.0)
+    plan = dataclasses.replace(plan, measures=tuple(m for m in plan.measures if m.kind != "rsa"))
+    wf = init_nnbrain_wf(settings, plan, Path(settings.work_dir) / "staging")
+    names = wf.list_node_names()
+    stem = "single_subject_01_wf"
+    for node in ("timeseries_wf.denoise", "timeseries_wf.roi_timeseries", "align_wf.align",
+                 "similarity_wf.similarity", "ds_subject"):
+        assert f"{stem}.{node}" in names
+    assert not any(".preprocess_wf." in n or ".roi_wf." in n for n in names)
+    subject = wf.get_node(stem)
+    assert subject.get_node("timeseries_wf").get_node("roi_timeseries").inputs.discard_seconds \
+        == 4.0
+    extract = wf.get_node("activations_wf").get_node("extract_digitcnn_trained")
+    assert extract.inputs.model_spec["frames"] is True
+    similarity = subject.get_node("similarity_wf")
+    assert "rows" in similarity.get_node("inputnode").inputs.copyable_trait_names()

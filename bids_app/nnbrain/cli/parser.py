@@ -90,6 +90,28 @@ def _add_performance_options(parser: argparse.ArgumentParser) -> None:
                         "(default: cpu)")
 
 
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a number >= 0")
+    return value
+
+
+def _add_design_options(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("design")
+    g.add_argument("--design", choices=("event", "continuous"), default="event",
+                   help="event: one response pattern per stimulus (single-trial GLM betas); "
+                        "continuous: each events.tsv row is a stimulation block whose audio "
+                        "plays throughout; scans are compared with HRF-convolved frame "
+                        "activations (default: event)")
+    g.add_argument("--discard-seconds", type=_non_negative_float, default=6.0, metavar="S",
+                   help="continuous designs: seconds dropped at the start of every block "
+                        "(default: 6)")
+
+
 def _add_run_options(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("run control")
     g.add_argument("-w", "--work-dir", type=Path, metavar="PATH",
@@ -129,6 +151,7 @@ def build_bids_app_parser() -> argparse.ArgumentParser:
                         help="participant: per-subject outputs; group: aggregate them")
     parser.add_argument("--version", action="version", version=f"nnbrain {__version__}")
     _add_bids_options(parser)
+    _add_design_options(parser)
     _add_performance_options(parser)
     _add_run_options(parser)
     return parser

@@ -202,6 +202,7 @@ def settings_from_args(args: Namespace) -> Settings:
         derivatives=derivatives, atlas=atlas,
         cache_dir=(args.cache_dir or work_dir / "activation_cache").resolve(), nprocs=args.nprocs,
         omp_nthreads=args.omp_nthreads, mem_gb=args.mem_gb, device=_check_device(args.device),
+        design=args.design, discard_seconds=args.discard_seconds,
         random_seed=args.random_seed,
         n_permutations=args.n_permutations, skip_bids_validation=args.skip_bids_validation,
         allow_custom_code=args.allow_custom_code,
@@ -253,7 +254,7 @@ def _plan_participant(settings: Settings):
     allow = settings.allow_custom_code
     models = load_model_spec(settings.model_spec, allow_custom_code=allow)
     models = check_layers(models, settings.model_spec, allow_custom_code=allow)
-    measures = resolve_measures(load_measures(settings.model_spec, models),
+    measures = resolve_measures(load_measures(settings.model_spec, models, settings.design),
                                 settings.n_permutations)
     models = check_weights(models, allow_custom_code=allow)
     runs = {s: collect_runs(settings.bids_dir, settings.derivatives, s) for s in subjects}

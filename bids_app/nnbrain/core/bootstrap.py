@@ -410,28 +410,35 @@ def _bootstrap(
 def bootstrap_cka_stimuli(
     reference: ArrayLike, candidates: list[ArrayLike], kernel: str = "linear",
     unbiased: bool = True, sigma: float = 1.0, n_bootstrap: int = 1000, seed: int = 0,
+    blocks: ArrayLike | None = None,
 ) -> np.ndarray:
-    """CKA of ``k`` representations with a reference over bootstrap samples of the stimuli.
+    """CKA of ``k`` representations with a reference over bootstrap samples of the stimuli
+    (or, for continuous designs, of blocks of rows).
 
     Stimuli are drawn as :func:`bootstrap_stimuli` draws them (the same samples for the same
     seed). CKA is computed over the distinct stimuli of each sample: a second copy of a
     stimulus adds only pairs of a stimulus with itself, the CKA counterpart of the
     zero-dissimilarity pairs rsatoolbox drops; with the unbiased estimator, duplicated rows
     would bias HSIC. The RBF bandwidth is re-estimated in each sample (the colab's median over
-    all pairs of the rows compared). Samples with fewer than 4 distinct stimuli (the unbiased
+    all pairs of the rows compared). Samples with fewer than 4 distinct rows (the unbiased
     estimator divides by n - 3) or a constant representation give NaN.
+
+    With ``blocks``, the units drawn are blocks (e.g. stimulation blocks of a time series,
+    whose rows are serially correlated): a sample keeps all rows of its distinct blocks.
 
     Parameters
     ----------
-    reference : array of shape (n_stimuli, n_features)
-        E.g. an ROI's patterns.
-    candidates : list of k arrays of shape (n_stimuli, n_features_i)
+    reference : array of shape (n_rows, n_features)
+        E.g. an ROI's patterns or time series.
+    candidates : list of k arrays of shape (n_rows, n_features_i)
         E.g. one activation matrix per layer.
     kernel : {"linear", "rbf"}
     unbiased : bool
     sigma : float
         RBF bandwidth as a multiple of the median distance (the colab's ``threshold``).
     n_bootstrap, seed : int
+    blocks : array of shape (n_rows,), optional
+        Block label of each row; None: every row (stimulus) is its own unit.
 
     Returns
     -------
@@ -442,10 +449,18 @@ def bootstrap_cka_stimuli(
     grams = np.stack([_raw_gram(np.asarray(x, dtype=np.float64), kernel)
                       for x in [reference, *candidates]])
     n = grams.shape[1]
+    if blocks is None:
+        members = [np.array([i]) for i in range(n)]
+    else:
+        labels = np.asarray(blocks)
+        if labels.shape != (n,):
+            raise ValueError(f"blocks must give one label per row ({n}), got {labels.shape}")
+        members = [np.flatnonzero(labels == u) for u in np.unique(labels)]
     rng = np.random.RandomState(seed)
     evaluations = np.full((n_bootstrap, len(candidates)), np.nan)
     for row in evaluations:
-        kept = np.unique(rng.randint(0, n, size=n))
+        units = np.unique(rng.randint(0, len(members), size=len(members)))
+        kept = np.sort(np.concatenate([members[u] for u in units]))
         if kept.size >= 4:
             row[:] = _cka_of_grams(grams[:, kept][:, :, kept], kernel, unbiased, sigma)
     return evaluations

@@ -88,6 +88,32 @@ def stimulus_permutations(n: int, n_permutations: int, seed: int | None) -> np.n
         return np.concatenate(list(pool.map(lambda x: np.argsort(x, axis=1), pieces)))
 
 
+def block_permutations(blocks: ArrayLike, n_permutations: int, seed: int | None) -> np.ndarray:
+    """Row permutations that move whole blocks (continuous designs), shape (n_permutations, n).
+
+    Block ``b``'s rows take the rows of block ``perm[b]`` in order, ``perm`` drawn by
+    :func:`stimulus_permutations` over the blocks; blocks must have equal row counts.
+
+    Parameters
+    ----------
+    blocks : array of shape (n,)
+        Block label of each row.
+    n_permutations : int
+    seed : int or None
+    """
+    labels = np.asarray(blocks)
+    members = [np.flatnonzero(labels == u) for u in np.unique(labels)]
+    sizes = {len(m) for m in members}
+    if len(sizes) != 1 or len(members) < 2:
+        raise ValueError("block permutations need at least 2 blocks of equal length, got "
+                         f"lengths {sorted(len(m) for m in members)}")
+    rows = np.stack(members)
+    perms = np.empty((n_permutations, labels.size), dtype=np.int64)
+    perms[:, rows.ravel()] = rows[stimulus_permutations(len(members), n_permutations,
+                                                        seed)].reshape(n_permutations, -1)
+    return perms
+
+
 def _inverse(perms: np.ndarray) -> np.ndarray:
     """Inverse of each permutation (row), array of the same shape."""
     inverse = np.empty_like(perms)
@@ -588,8 +614,9 @@ def cka_permutation_batch(
     chunk: int = 256,
     kernel: str = "linear",
     sigma: float = 1.0,
+    blocks: ArrayLike | None = None,
 ) -> PermutationResult:
-    """CKA of one representation against ``k`` others, stimulus rows permuted.
+    """CKA of one representation against ``k`` others, stimulus rows (or blocks) permuted.
 
     The Gram matrices are built once (Kornblith et al. 2019 colab: ``gram_linear`` or
     ``gram_rbf(x, threshold=sigma)``, ``center_gram(gram, unbiased)``); permuting the rows of a
@@ -613,6 +640,9 @@ def cka_permutation_batch(
     kernel : {"linear", "rbf"}
     sigma : float
         RBF bandwidth as a multiple of the median distance (the colab's ``threshold``).
+    blocks : array of shape (n_samples,), optional
+        Continuous designs: block label of each row; whole blocks are permuted
+        (:func:`block_permutations`), never single (serially correlated) rows.
 
     Returns
     -------
@@ -633,7 +663,8 @@ def cka_permutation_batch(
     if int(n_permutations) == 0:
         nan = np.full(len(candidates), np.nan)
         return PermutationResult(stat, nan, nan.copy(), 0, "", seed)
-    perms = stimulus_permutations(n, n_permutations, seed)
+    perms = (stimulus_permutations(n, n_permutations, seed) if blocks is None
+             else block_permutations(blocks, n_permutations, seed))
     null = np.empty((n_permutations, len(candidates)))
     for start in range(0, n_permutations, chunk):
         p = perms[start:start + chunk]

@@ -42,8 +42,25 @@ def _cache_fields(model_spec: dict, weights: dict, stimuli: list[Path], digest: 
                     "reduction": model_spec.get("reduction"),
                     "stimuli": stimulus_hashes, "custom": model_spec.get("custom"),
                     "transform": {"input": model_spec["input"],
-                                  "preprocessing": model_spec.get("preprocessing")}}
+                                  "preprocessing": model_spec.get("preprocessing"),
+                                  "frames": bool(model_spec.get("frames"))}}
             for layer in model_spec["layers"]}
+
+
+def network_inputs(stimuli: list[Path], model_spec: dict) -> np.ndarray:
+    """The network inputs of the stimuli: one per stimulus, or with ``model_spec["frames"]``
+    (continuous designs, audio) one per kept frame of every stimulus, stimulus after stimulus.
+
+    Returns
+    -------
+    array of shape (n_rows, *input_shape), float32
+    """
+    from nnbrain.models.stimuli import load_frame_inputs, load_stimuli
+
+    if not model_spec.get("frames"):
+        return load_stimuli(stimuli, model_spec)
+    return np.concatenate([load_frame_inputs(path, model_spec).inputs
+                           for path in stimuli]).astype(np.float32, copy=False)
 
 
 def _extract(model_spec: dict, weights: dict, stimuli: list[Path], layers: list[str],
@@ -69,7 +86,6 @@ def _extract(model_spec: dict, weights: dict, stimuli: list[Path], layers: list[
     )
     from nnbrain.models.loading import load_trained
     from nnbrain.models.reduction import reduce
-    from nnbrain.models.stimuli import load_stimuli
     from nnbrain.models.zoo import build_from_dict
 
     torch.set_num_threads(n_threads)
@@ -78,17 +94,16 @@ def _extract(model_spec: dict, weights: dict, stimuli: list[Path], layers: list[
     if weights["file"] is not None:
         digest = load_trained(model, Path(weights["file"]), weights["sha256"])
     pooling = {layer: model_spec["layer_pooling"][layer] for layer in layers}
-    first = load_stimuli(stimuli[:1], model_spec)
-    probes = probe_layers(model, first, layers, pooling=pooling, device=device)
+    inputs = network_inputs(stimuli, model_spec)
+    probes = probe_layers(model, inputs[:1], layers, pooling=pooling, device=device)
     parameters = sum(p.numel() * p.element_size() for p in model.parameters())
     reduction = model_spec.get("reduction")
-    preflight(model_spec["name"], probes, len(stimuli), batch_size=batch_size,
-              base_bytes=parameters + first.nbytes * len(stimuli), available=available_memory(),
+    preflight(model_spec["name"], probes, len(inputs), batch_size=batch_size,
+              base_bytes=parameters + inputs.nbytes, available=available_memory(),
               reduction=reduction)
-    inputs = load_stimuli(stimuli, model_spec)
     with contextlib.ExitStack() as stack:
         streams = {layer: stack.enter_context(NpyStream(
-            scratch / f"raw{i}.npy", (len(stimuli), *probes[layer].pooled_shape)))
+            scratch / f"raw{i}.npy", (len(inputs), *probes[layer].pooled_shape)))
             for i, layer in enumerate(layers)}
         stream_activations(model, inputs, layers, {k: s.write for k, s in streams.items()},
                            pooling=pooling, batch_size=batch_size, device=device,
@@ -239,7 +254,22 @@ def write_activations(model_spec: dict, weights: dict, stimuli: list[Path], out_
         "Dtype": "float32",
         "SoftwareVersions": {"torch": torch.__version__, "numpy": np.__version__},
         "CacheHits": [layer for layer in layers if layer not in computed],
+        **frame_provenance(stimuli, model_spec),
     }
+
+
+def frame_provenance(stimuli: list[Path], model_spec: dict) -> dict:
+    """Frame mode: ``FrameRate`` (frames/s after ``frame_step``) and ``FrameCounts`` (rows of
+    each stimulus), from the stimuli's features without the network (cache hits need them
+    too); empty for one row per stimulus."""
+    from nnbrain.models.stimuli import audio_features, audio_preprocessing
+
+    if not model_spec.get("frames"):
+        return {}
+    settings = audio_preprocessing(model_spec)
+    step = settings.frame_step
+    return {"FrameRate": settings.frame_rate / step,
+            "FrameCounts": [-(-audio_features(p, settings).shape[1] // step) for p in stimuli]}
 
 
 def compute_activations(model_spec: dict, weights: dict, stimuli: list[Path],

@@ -76,8 +76,10 @@ def _relmat_meta(measure: str, labels: list[str]) -> dict[str, Any]:
             "Description": "square matrix; rows and columns in the order of NodeLabels"}
 
 
-def _column_descriptions(kind: str, statistic: str) -> dict[str, str]:
+def _column_descriptions(kind: str, statistic: str, continuous: bool = False) -> dict[str, str]:
     """What the value columns of a similarity table of one measure kind mean."""
+    counts = ({"n_scans": "scans compared (the stimulation blocks' scans, all runs)"}
+              if continuous else {"n_stimuli": "stimuli (rows) compared"})
     if kind == "nss":
         return {"statistic": statistic, "p_value": "n/a (no test for the score)",
                 "p_fwe": "n/a", "ci_low": "n/a", "ci_high": "n/a",
@@ -88,11 +90,33 @@ def _column_descriptions(kind: str, statistic: str) -> dict[str, str]:
                        "n/a without permutations",
             "p_fwe": "max-statistic family-wise p across the layers of one model and weights "
                      "source",
-            "ci_low": "lower bound of the percentile bootstrap interval over stimuli "
+            "ci_low": "lower bound of the percentile bootstrap interval "
                       "(ConfidenceInterval)",
             "ci_high": "upper bound of that interval",
-            "n_stimuli": "stimuli (rows) compared", "n_units": "units of the layer",
-            "n_voxels": "voxels of the ROI"}
+            **counts, "n_units": "units of the layer", "n_voxels": "voxels of the ROI"}
+
+
+def _write_timeseries(writer: DerivativeWriter, entities: dict[str, str], series: np.ndarray,
+                      rows: dict, roi: dict, sources: list[str], denoising: str) -> None:
+    """One ROI's time series over the compared scans (continuous designs), with its rows."""
+    import pandas as pd
+
+    def write(path: Path) -> None:
+        table = pd.DataFrame(series, columns=[f"voxel{v:05d}" for v in range(series.shape[1])])
+        table.insert(0, "block", rows["block"])
+        table.insert(0, "scan", rows["scan"])
+        table.insert(0, "run", [r + 1 for r in rows["run"]])
+        table.to_csv(path, sep="\t", index=False, float_format="%.8g")
+
+    writer.write("roi_timeseries", {**entities, "desc": "blocks"}, write, {
+        "Description": "scans (rows) of the stimulation blocks x ROI voxels (columns); run "
+                       "(1-based), scan (0-based index in the run) and block number first",
+        "Sources": sources, "ROIName": roi["name"], "ROIIndex": roi["index"],
+        "NumberOfVoxels": roi["n_voxels"], "RepetitionTime": rows["t_r"],
+        "Blocks": rows["blocks"],
+        "Method": {"Denoising": denoising, "Standardization": "z-score per run and voxel",
+                   "DiscardSeconds": rows["discard_seconds"],
+                   "ScansPerBlock": rows["scans_per_block"]}})
 
 
 class _SubjectSinkInputSpec(BaseInterfaceInputSpec):
@@ -104,7 +128,11 @@ class _SubjectSinkInputSpec(BaseInterfaceInputSpec):
     stimuli = traits.List(traits.Str, mandatory=True, desc="stimulus names, row order")
     sources = traits.List(traits.Str, mandatory=True, desc="BIDS URIs of the inputs")
     parameters = traits.Dict(mandatory=True, desc="method parameters for the sidecars")
-    patterns = File(exists=True, mandatory=True, desc="npz of ROI patterns")
+    patterns = File(exists=True, mandatory=True,
+                    desc="npz of ROI patterns (continuous designs: ROI time series)")
+    rows = traits.Either(None, File(exists=True), usedefault=True,
+                         desc="continuous designs: JSON rows of ROITimeseries; None: event-"
+                              "related patterns")
     rois = File(exists=True, mandatory=True, desc="JSON of ROI names/indices/voxel counts")
     brain_rdms = File(exists=True, mandatory=True, desc="npz of condensed ROI RDMs")
     tables = InputMultiObject(File(exists=True), mandatory=True,
@@ -132,6 +160,7 @@ class SubjectDerivativesSink(SimpleInterface):
         rois = json.loads(Path(inp.rois).read_text())
         stimuli = list(inp.stimuli)
         params = dict(inp.parameters)
+        rows = json.loads(Path(inp.rows).read_text()) if inp.rows else None
         with np.load(inp.patterns) as patterns, np.load(inp.brain_rdms) as rdms:
             for roi in rois:
                 label = bids_label(roi["name"])
@@ -143,6 +172,10 @@ class SubjectDerivativesSink(SimpleInterface):
                     table.insert(0, "stim_file", stimuli)
                     table.to_csv(path, sep="\t", index=False, float_format="%.8g")
 
+                if rows is not None:
+                    _write_timeseries(writer, {**common, "label": label}, pattern, rows, roi,
+                                      list(inp.sources), params["glm"]["Denoising"])
+                    continue
                 writer.write("roi_patterns", {**common, "label": label, "desc": "betas"},
                              write_patterns, {
                                  "Description": "mean least-squares-all single-trial GLM beta "
@@ -170,6 +203,11 @@ class SubjectDerivativesSink(SimpleInterface):
                              "PermutationTest": measure["PermutationTest"],
                              "ConfidenceInterval": measure["ConfidenceInterval"],
                              "NumberOfStimuli": len(stimuli),
+                             "Design": ("event-related" if rows is None else {
+                                 "Type": "continuous", "Rows": len(rows["run"]),
+                                 "Blocks": len(rows["blocks"]),
+                                 "ScansPerBlock": rows["scans_per_block"],
+                                 "DiscardSeconds": rows["discard_seconds"]}),
                              "Sources": list(inp.sources),
                              "SoftwareVersions": params["software"],
                              "LayerNames": {r.layer: r.layer_name for r in table.itertuples()},
@@ -179,7 +217,8 @@ class SubjectDerivativesSink(SimpleInterface):
                                                            "Seed", "Epoch", "Pooling")}
                                         for m in act_metas],
                              "Columns": _column_descriptions(measure["Measure"],
-                                                             measure["Statistic"]),
+                                                             measure["Statistic"],
+                                                             rows is not None),
                          })
         self._results["out_files"] = writer.written
         return runtime
@@ -215,6 +254,9 @@ class ModelDerivativesSink(SimpleInterface):
                 sidecar["Input"] = meta["Input"]
                 sidecar["Preprocessing"] = meta["Preprocessing"]
                 sidecar["Dtype"] = meta["Dtype"]
+                if "FrameRate" in meta:
+                    sidecar["FrameRate"] = meta["FrameRate"]
+                    sidecar["FrameCounts"] = meta["FrameCounts"]
                 if meta["Reduction"] is not None:
                     reduction = dict(meta["Reduction"])
                     components = reduction.pop("EffectiveComponents")

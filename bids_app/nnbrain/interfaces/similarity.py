@@ -55,18 +55,22 @@ def _rsa_results(brain_rdm: np.ndarray, layer_rdms: list[np.ndarray], measure: M
 
 
 def _cka_results(pattern: np.ndarray, layers: list[list[np.ndarray]], measure: Measure,
-                 seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+                 seed: int, blocks: np.ndarray | None = None
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
     """Statistic, p, p_fwe (each (k,)) and bootstrap evaluations (n_bootstrap, k) of one ROI's
     patterns against the layer activations of several networks (one list per network: one
-    permutation family each; one bootstrap over all k candidates)."""
+    permutation family each; one bootstrap over all k candidates). With ``blocks`` (one label
+    per row, continuous designs) whole blocks are permuted and resampled."""
     from nnbrain.core.bootstrap import bootstrap_cka_stimuli
     from nnbrain.core.permutation import cka_permutation_batch
 
     results = [cka_permutation_batch(pattern, acts, measure.unbiased, measure.permutations or 0,
-                                     seed, kernel=measure.kernel, sigma=measure.sigma)
+                                     seed, kernel=measure.kernel, sigma=measure.sigma,
+                                     blocks=blocks)
                for acts in layers]
     boot = (bootstrap_cka_stimuli(pattern, [a for acts in layers for a in acts], measure.kernel,
-                                  measure.unbiased, measure.sigma, measure.bootstrap, seed)
+                                  measure.unbiased, measure.sigma, measure.bootstrap, seed,
+                                  blocks=blocks)
             if measure.bootstrap else None)
     return (np.concatenate([r.statistic for r in results]),
             np.concatenate([r.p_value for r in results]),
@@ -74,7 +78,8 @@ def _cka_results(pattern: np.ndarray, layers: list[list[np.ndarray]], measure: M
 
 
 def similarity_tables(patterns: dict[str, np.ndarray], activations: list[tuple[dict, dict]],
-                      measures: tuple[Measure, ...], seed: int) -> dict[str, list[dict]]:
+                      measures: tuple[Measure, ...], seed: int,
+                      blocks: np.ndarray | None = None) -> dict[str, list[dict]]:
     """RSA and CKA rows for every measure x ROI x (model, weights) x layer.
 
     Parameters
@@ -90,18 +95,24 @@ def similarity_tables(patterns: dict[str, np.ndarray], activations: list[tuple[d
         Seed of the permutations (shared across the layers of one network: a max-statistic
         family) and of the bootstrap samples of the stimuli (the same samples for every layer,
         network and measure).
+    blocks : array of shape (n_rows,), optional
+        Continuous designs: the block of every row (rows are scans); permutations and bootstrap
+        samples take whole blocks. Only cka measures apply.
 
     Returns
     -------
     dict of measure label to a list of row dictionaries (:data:`TABLE_COLUMNS`); ``ci_low`` and
     ``ci_high`` bound the 95% percentile bootstrap interval over stimuli (NaN without
-    bootstrap).
+    bootstrap). The row count column is ``n_stimuli``, or ``n_scans`` with ``blocks``.
     """
     from nnbrain.core.bootstrap import percentile_ci
     from nnbrain.core.rdm import compute_rdm
     from nnbrain.utils.bids import bids_label
 
     rows: dict[str, list[dict]] = {m.label: [] for m in measures if m.kind != "nss"}
+    count = "n_stimuli" if blocks is None else "n_scans"
+    if blocks is not None and any(m.kind == "rsa" for m in measures):
+        raise ValueError("rsa measures compare stimulus RDMs; a continuous design has none")
     pairs = [(meta, name, acts) for meta, layers in activations for name, acts in layers.items()]
     layer_rdms = {method: [np.stack([compute_rdm(a, method) for a in layers.values()])
                            for _, layers in activations]
@@ -113,7 +124,8 @@ def similarity_tables(patterns: dict[str, np.ndarray], activations: list[tuple[d
                                                     layer_rdms[measure.rdm], measure, seed)
             elif measure.kind == "cka":
                 stat, p, p_fwe, boot = _cka_results(
-                    pattern, [list(layers.values()) for _, layers in activations], measure, seed)
+                    pattern, [list(layers.values()) for _, layers in activations], measure, seed,
+                    blocks)
             else:
                 continue
             nan = np.full(len(pairs), np.nan)
@@ -124,7 +136,7 @@ def similarity_tables(patterns: dict[str, np.ndarray], activations: list[tuple[d
                     "layer": bids_label(name), "layer_name": name, "roi": bids_label(roi),
                     "roi_name": roi, "statistic": float(stat[k]), "p_value": float(p[k]),
                     "p_fwe": float(p_fwe[k]), "ci_low": float(low[k]),
-                    "ci_high": float(high[k]), "n_stimuli": int(pattern.shape[0]),
+                    "ci_high": float(high[k]), count: int(pattern.shape[0]),
                     "n_units": int(acts.shape[1]), "n_voxels": int(pattern.shape[1]),
                 })
     return rows
@@ -187,7 +199,8 @@ def nss_rows(cka_rows: list[dict], sources: dict[tuple[str, str], tuple[str, str
                                  "statistic": float(result.score[m, i, j]),
                                  "p_value": float("nan"), "p_fwe": float("nan"),
                                  "ci_low": float("nan"), "ci_high": float("nan"),
-                                 "n_stimuli": int(info["n_stimuli"]),
+                                 **{c: int(info[c]) for c in ("n_stimuli", "n_scans")
+                                    if c in info},
                                  "n_units": int(info["n_units"]),
                                  "n_voxels": int(info["n_voxels"]),
                                  "score_sd": float(result.score_sd[m, i, j]),
@@ -199,8 +212,8 @@ def write_table(rows: list[dict], path: Path) -> None:
     """Write rows as a BIDS TSV (tabs, header, ``n/a`` for missing)."""
     import pandas as pd
 
-    extra = [c for c in (rows[0] if rows else {}) if c not in TABLE_COLUMNS]
-    pd.DataFrame(rows, columns=TABLE_COLUMNS + extra).to_csv(
+    columns = list(rows[0]) if rows else TABLE_COLUMNS
+    pd.DataFrame(rows, columns=columns).to_csv(
         path, sep="\t", index=False, na_rep="n/a", float_format="%.10g")
 
 
@@ -216,6 +229,9 @@ class _SimilarityInputSpec(BaseInterfaceInputSpec):
                                  desc="model, weights, kind (trained/checkpoint/random) and "
                                       "group (spec entry label) of every weight source")
     seed = traits.Int(0, usedefault=True, desc="seed of the permutations and bootstrap samples")
+    rows = traits.Either(None, File(exists=True), usedefault=True,
+                         desc="continuous designs: JSON rows of ROITimeseries (the block of "
+                              "every row); None: one row per stimulus")
 
 
 class _SimilarityOutputSpec(TraitedSpec):
@@ -244,7 +260,9 @@ class LayerROISimilarity(SimpleInterface):
             meta = json.loads(Path(meta_file).read_text())
             with np.load(act_file) as npz:
                 activations.append((meta, {k: npz[k] for k in meta["layers"]}))
-        rows = similarity_tables(patterns, activations, measures, self.inputs.seed)
+        blocks = (np.asarray(json.loads(Path(self.inputs.rows).read_text())["block"])
+                  if self.inputs.rows else None)
+        rows = similarity_tables(patterns, activations, measures, self.inputs.seed, blocks)
         sources = {(bids_label(s["model"]), bids_label(s["weights"])):
                    (s["kind"], bids_label(s["group"])) for s in self.inputs.weight_sources}
         for m in measures:

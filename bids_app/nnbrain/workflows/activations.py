@@ -12,7 +12,7 @@ from nnbrain.utils.bids import bids_label
 
 def init_activations_wf(*, models: tuple[ModelSpec, ...], stimuli: list[str], omp_nthreads: int,
                         cache_dir: str | None = None, allow_custom_code: bool = False,
-                        device: str = "cpu", batch_size: int = 64,
+                        device: str = "cpu", batch_size: int = 64, frames: bool = False,
                         name: str = "activations_wf") -> pe.Workflow:
     """Extract the listed layers of every model x weights source.
 
@@ -31,6 +31,9 @@ def init_activations_wf(*, models: tuple[ModelSpec, ...], stimuli: list[str], om
         Torch device of the forward passes (``--device``).
     batch_size : int
         Stimuli per forward pass.
+    frames : bool
+        Continuous designs: one row per kept frame of every (audio) stimulus instead of one
+        per stimulus; the metas give ``FrameRate`` and ``FrameCounts``.
     name : str
 
     Outputs
@@ -45,7 +48,8 @@ def init_activations_wf(*, models: tuple[ModelSpec, ...], stimuli: list[str], om
     merge_acts = pe.Node(niu.Merge(len(sources)), name="merge_acts")
     merge_metas = pe.Node(niu.Merge(len(sources)), name="merge_metas")
     for i, (model, weights) in enumerate(sources, start=1):
-        node = pe.Node(ExtractActivations(model_spec=model.to_dict(), weights=weights.to_dict(),
+        spec = {**model.to_dict(), "frames": True} if frames else model.to_dict()
+        node = pe.Node(ExtractActivations(model_spec=spec, weights=weights.to_dict(),
                                           stimuli=stimuli, n_threads=omp_nthreads,
                                           cache_dir=cache_dir, device=device,
                                           batch_size=batch_size,

@@ -15,12 +15,15 @@ from nnbrain.measures import Measure
 from nnbrain.spec import ModelSpec
 from nnbrain.utils.bids import SPACE, AtlasFiles, RunData, bids_uri
 from nnbrain.workflows.activations import init_activations_wf
+from nnbrain.workflows.continuous import init_align_wf, init_timeseries_wf
 from nnbrain.workflows.outputs import ds_model, ds_subject
 from nnbrain.workflows.preprocess import init_preprocess_wf
 from nnbrain.workflows.roi import init_roi_wf
 from nnbrain.workflows.similarity import init_similarity_wf
 
 HIGH_PASS_HZ = 1.0 / 128
+#: Per-run inputs of the preprocessing workflows.
+RUN_FIELDS = ["bold", "mask", "confounds", "events", "t_r"]
 
 
 @dataclass(frozen=True)
@@ -37,7 +40,7 @@ class Plan:
     dataset_links: dict[str, Path]
 
 
-def _measure_parameters(measure: Measure, seed: int) -> dict:
+def _measure_parameters(measure: Measure, seed: int, design: str = "event") -> dict:
     """Sidecar description of one measure: method, parameters, statistic, test and CI."""
     if measure.kind == "nss":
         return {"Measure": "nss",
@@ -65,6 +68,11 @@ def _measure_parameters(measure: Measure, seed: int) -> dict:
         permuted = "rows (stimuli) of the ROI patterns"
         resampled = ("stimuli with replacement; CKA over the distinct drawn stimuli (a copy "
                      "adds only self-pairs); RBF bandwidth re-estimated per sample")
+        if design == "continuous":
+            permuted = ("whole stimulation blocks of the ROI time series (equal scan counts), "
+                        "never single, serially correlated scans")
+            resampled = ("stimulation blocks with replacement; CKA over the scans of the "
+                         "distinct drawn blocks; RBF bandwidth re-estimated per sample")
     test = None
     if measure.permutations:
         test = {"NumberOfPermutations": measure.permutations, "Seed": seed,
@@ -93,7 +101,8 @@ def method_parameters(settings: Settings, measures: tuple[Measure, ...]) -> dict
                              "regressed out, linear detrend, high-pass (nilearn clean_img)",
                 "Aggregation": "mean beta over repetitions of each stimulus"},
         "rdm_methods": list(dict.fromkeys(m.rdm for m in measures if m.kind == "rsa")),
-        "measures": {m.label: _measure_parameters(m, settings.random_seed) for m in measures},
+        "measures": {m.label: _measure_parameters(m, settings.random_seed, settings.design)
+                     for m in measures},
         "software": {"nnbrain": __version__, "numpy": numpy.__version__,
                      "scipy": scipy.__version__, "nilearn": nilearn.__version__,
                      "torch": torch.__version__},
@@ -108,14 +117,16 @@ def weight_sources(models: tuple[ModelSpec, ...]) -> list[dict]:
 
 def init_single_subject_wf(*, subject: str, runs: list[RunData], plan: Plan, settings: Settings,
                            staging_dir: Path, name: str) -> pe.Workflow:
-    """Preprocess, extract ROI patterns and compare with the network layers for one participant.
+    """Preprocess, extract ROI patterns (or time series) and compare with the network layers for
+    one participant.
 
     Inputs
     ------
     activations, activation_metas : list of str
-        From :func:`init_activations_wf`.
+        From :func:`init_activations_wf` (frame-level for a continuous design).
     """
     workflow = pe.Workflow(name=name)
+    continuous = settings.design == "continuous"
     inputnode = pe.Node(niu.IdentityInterface(fields=["activations", "activation_metas"]),
                         name="inputnode")
     runs_node = pe.Node(niu.IdentityInterface(fields=["bold", "mask", "confounds", "events",
@@ -125,34 +136,70 @@ def init_single_subject_wf(*, subject: str, runs: list[RunData], plan: Plan, set
     runs_node.inputs.confounds = [str(r.confounds) for r in runs]
     runs_node.inputs.events = [str(r.events) for r in runs]
     runs_node.inputs.t_r = [r.tr for r in runs]
-    preprocess_wf = init_preprocess_wf(high_pass=HIGH_PASS_HZ)
-    roi_wf = init_roi_wf(stimuli=plan.stimuli)
-    roi_wf.inputs.inputnode.atlas = str(plan.atlas.image)
-    roi_wf.inputs.inputnode.atlas_labels = str(plan.atlas.labels)
     similarity_wf = init_similarity_wf(measures=plan.measures,
                                        weight_sources=weight_sources(plan.models),
-                                       seed=settings.random_seed)
+                                       seed=settings.random_seed, continuous=continuous)
     sources = [bids_uri(p, plan.dataset_links) for r in runs
                for p in (r.bold, r.mask, r.confounds, r.events)]
     sources += [bids_uri(plan.atlas.image, plan.dataset_links)]
     ds_sub = ds_subject(staging_dir=staging_dir, subject=subject, task=plan.task, space=SPACE,
                         atlas=plan.atlas.label, stimuli=plan.stimuli, sources=sources,
                         parameters=method_parameters(settings, plan.measures))
+    brain = (_connect_continuous if continuous else _connect_event)(
+        workflow, runs_node, inputnode, similarity_wf, ds_sub, plan, settings)
     workflow.connect([
-        (runs_node, preprocess_wf, [("bold", "inputnode.bold"), ("mask", "inputnode.mask"),
-                                    ("confounds", "inputnode.confounds"),
-                                    ("events", "inputnode.events"), ("t_r", "inputnode.t_r")]),
-        (preprocess_wf, roi_wf, [("outputnode.betas", "inputnode.betas"),
-                                 ("outputnode.trials", "inputnode.trials")]),
-        (roi_wf, similarity_wf, [("outputnode.patterns", "inputnode.patterns")]),
-        (inputnode, similarity_wf, [("activations", "inputnode.activations"),
-                                    ("activation_metas", "inputnode.activation_metas")]),
-        (roi_wf, ds_sub, [("outputnode.patterns", "patterns"), ("outputnode.rois", "rois")]),
+        (brain, ds_sub, [("outputnode.rois", "rois")]),
         (similarity_wf, ds_sub, [("outputnode.tables", "tables"),
                                  ("outputnode.brain_rdms", "brain_rdms")]),
         (inputnode, ds_sub, [("activation_metas", "activation_metas")]),
     ])
     return workflow
+
+
+def _connect_event(workflow: pe.Workflow, runs_node: pe.Node, inputnode: pe.Node,
+                   similarity_wf: pe.Workflow, ds_sub: pe.Node, plan: Plan,
+                   settings: Settings) -> pe.Workflow:
+    """Event-related: single-trial betas -> ROI patterns per stimulus; returns the ROI
+    workflow (outputs ``patterns``, ``rois``)."""
+    preprocess_wf = init_preprocess_wf(high_pass=HIGH_PASS_HZ)
+    roi_wf = init_roi_wf(stimuli=plan.stimuli)
+    roi_wf.inputs.inputnode.atlas = str(plan.atlas.image)
+    roi_wf.inputs.inputnode.atlas_labels = str(plan.atlas.labels)
+    workflow.connect([
+        (runs_node, preprocess_wf, [(f, f"inputnode.{f}") for f in RUN_FIELDS]),
+        (preprocess_wf, roi_wf, [("outputnode.betas", "inputnode.betas"),
+                                 ("outputnode.trials", "inputnode.trials")]),
+        (roi_wf, similarity_wf, [("outputnode.patterns", "inputnode.patterns")]),
+        (inputnode, similarity_wf, [("activations", "inputnode.activations"),
+                                    ("activation_metas", "inputnode.activation_metas")]),
+        (roi_wf, ds_sub, [("outputnode.patterns", "patterns")]),
+    ])
+    return roi_wf
+
+
+def _connect_continuous(workflow: pe.Workflow, runs_node: pe.Node, inputnode: pe.Node,
+                        similarity_wf: pe.Workflow, ds_sub: pe.Node, plan: Plan,
+                        settings: Settings) -> pe.Workflow:
+    """Continuous: ROI time series over the blocks, frame activations aligned to the same scans;
+    returns the time-series workflow (outputs ``timeseries``, ``rois``, ``rows``)."""
+    series_wf = init_timeseries_wf(high_pass=HIGH_PASS_HZ,
+                                   discard_seconds=settings.discard_seconds)
+    series_wf.inputs.inputnode.atlas = str(plan.atlas.image)
+    series_wf.inputs.inputnode.atlas_labels = str(plan.atlas.labels)
+    align_wf = init_align_wf()
+    workflow.connect([
+        (runs_node, series_wf, [(f, f"inputnode.{f}") for f in RUN_FIELDS]),
+        (inputnode, align_wf, [("activations", "inputnode.activations"),
+                               ("activation_metas", "inputnode.activation_metas")]),
+        (series_wf, align_wf, [("outputnode.rows", "inputnode.rows")]),
+        (series_wf, similarity_wf, [("outputnode.timeseries", "inputnode.patterns"),
+                                    ("outputnode.rows", "inputnode.rows")]),
+        (align_wf, similarity_wf, [("outputnode.activations", "inputnode.activations"),
+                                   ("outputnode.activation_metas",
+                                    "inputnode.activation_metas")]),
+        (series_wf, ds_sub, [("outputnode.timeseries", "patterns"), ("outputnode.rows", "rows")]),
+    ])
+    return series_wf
 
 
 def init_nnbrain_wf(settings: Settings, plan: Plan, staging_dir: Path) -> pe.Workflow:
@@ -172,7 +219,8 @@ def init_nnbrain_wf(settings: Settings, plan: Plan, staging_dir: Path) -> pe.Wor
     activations_wf = init_activations_wf(
         models=plan.models, stimuli=stimuli, omp_nthreads=settings.omp_nthreads,
         cache_dir=str(settings.cache_dir) if settings.cache_dir else None,
-        allow_custom_code=settings.allow_custom_code, device=settings.device)
+        allow_custom_code=settings.allow_custom_code, device=settings.device,
+        frames=settings.design == "continuous")
     ds_models = ds_model(staging_dir=staging_dir,
                          rdm_methods=list(dict.fromkeys(m.rdm for m in plan.measures
                                                         if m.kind == "rsa")))

@@ -10,7 +10,7 @@ from nnbrain.measures import Measure
 
 
 def init_similarity_wf(*, measures: tuple[Measure, ...], weight_sources: list[dict], seed: int,
-                       name: str = "similarity_wf") -> pe.Workflow:
+                       continuous: bool = False, name: str = "similarity_wf") -> pe.Workflow:
     """Every measure of the model spec for every layer x ROI.
 
     Parameters
@@ -24,6 +24,9 @@ def init_similarity_wf(*, measures: tuple[Measure, ...], weight_sources: list[di
     seed : int
         Seed of the permutations (shared across the layers of a network: max-statistic FWE)
         and of the bootstrap samples over stimuli.
+    continuous : bool
+        Rows are scans of a continuous design (input ``rows``): whole blocks are permuted and
+        resampled.
     name : str
 
     Inputs
@@ -32,6 +35,8 @@ def init_similarity_wf(*, measures: tuple[Measure, ...], weight_sources: list[di
         npz of ROI patterns.
     activations, activation_metas : list of str
         npz and JSON per (model, weights).
+    rows : str
+        ``continuous`` only: JSON rows of the ROI time series.
 
     Outputs
     -------
@@ -41,16 +46,15 @@ def init_similarity_wf(*, measures: tuple[Measure, ...], weight_sources: list[di
         npz of ROI RDMs (keys ``<rdm method>/<ROI>``).
     """
     workflow = pe.Workflow(name=name)
-    inputnode = pe.Node(niu.IdentityInterface(fields=["patterns", "activations",
-                                                      "activation_metas"]), name="inputnode")
+    fields = ["patterns", "activations", "activation_metas"] + (["rows"] if continuous else [])
+    inputnode = pe.Node(niu.IdentityInterface(fields=fields), name="inputnode")
     outputnode = pe.Node(niu.IdentityInterface(fields=["tables", "brain_rdms"]),
                          name="outputnode")
     similarity = pe.Node(LayerROISimilarity(measures=[m.to_dict() for m in measures],
                                             weight_sources=weight_sources, seed=seed),
                          name="similarity")
     workflow.connect([
-        (inputnode, similarity, [("patterns", "patterns"), ("activations", "activations"),
-                                 ("activation_metas", "activation_metas")]),
+        (inputnode, similarity, [(f, f) for f in fields]),
         (similarity, outputnode, [("tables", "tables"), ("brain_rdms", "brain_rdms")]),
     ])
     return workflow

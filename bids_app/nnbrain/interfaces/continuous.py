@@ -1,0 +1,204 @@
+"""Continuous designs: ROI time series over the stimulation blocks, and network features aligned
+to the same scans (HRF-convolved frame activations)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from nipype.interfaces.base import (
+    BaseInterfaceInputSpec,
+    File,
+    InputMultiObject,
+    SimpleInterface,
+    TraitedSpec,
+    traits,
+)
+
+from nnbrain.core.hrf import HRF_LENGTH_S, design_rows, features_to_scans
+from nnbrain.interfaces.roi import read_atlas_labels
+
+
+def read_blocks(events_tsv: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Onsets, durations (s) and ``stim_file`` of the blocks of one run's ``events.tsv``.
+
+    Raises
+    ------
+    DataError
+        A block without onset, duration or stim_file, or with a duration not above 0.
+    """
+    import pandas as pd
+
+    from nnbrain.errors import DataError
+
+    table = pd.read_csv(events_tsv, sep="\t", na_values="n/a")
+    missing = [c for c in ("onset", "duration", "stim_file") if c not in table.columns]
+    if missing:
+        raise DataError(f"a continuous design needs columns onset, duration and stim_file (one "
+                        f"row per stimulation block); missing {', '.join(missing)}", events_tsv)
+    table = table.dropna(subset=["stim_file"])
+    if table[["onset", "duration"]].isna().any().any() or (table["duration"] <= 0).any():
+        raise DataError("every block needs a numeric onset and a duration > 0 s", events_tsv)
+    return (table["onset"].to_numpy(float), table["duration"].to_numpy(float),
+            [str(s) for s in table["stim_file"]])
+
+
+def zscore_scans(values: np.ndarray) -> np.ndarray:
+    """Each column z-scored over the scans (rows); constant columns become 0.
+
+    Parameters
+    ----------
+    values : array of shape (n_scans, n_voxels)
+
+    Returns
+    -------
+    array of shape (n_scans, n_voxels), float64
+    """
+    values = np.asarray(values, dtype=np.float64)
+    sd = values.std(axis=0)
+    return np.divide(values - values.mean(axis=0), sd, out=np.zeros_like(values),
+                     where=sd > 0)
+
+
+class _ROITimeseriesInputSpec(BaseInterfaceInputSpec):
+    bold = InputMultiObject(File(exists=True), mandatory=True, desc="denoised BOLD per run")
+    events = InputMultiObject(File(exists=True), mandatory=True,
+                              desc="events.tsv per run: one row per stimulation block")
+    t_r = traits.List(traits.Float, mandatory=True, desc="repetition time (s) per run")
+    atlas = File(exists=True, mandatory=True, desc="dseg atlas NIfTI (any grid; resampled)")
+    atlas_labels = File(exists=True, mandatory=True, desc="dseg TSV with index and name")
+    discard_seconds = traits.Float(6.0, usedefault=True,
+                                   desc="seconds dropped at the start of every block")
+
+
+class _ROITimeseriesOutputSpec(TraitedSpec):
+    timeseries = File(exists=True, desc="npz: one (n_rows, n_voxels) array per ROI name")
+    rois = File(exists=True, desc="JSON: ROI names, indices and voxel counts")
+    rows = File(exists=True, desc="JSON: run, scan and block of every row, the blocks, and the "
+                                  "scan count and times of every run")
+
+
+class ROITimeseries(SimpleInterface):
+    """Voxel time series of every ROI over the stimulation blocks, z-scored per run and voxel;
+    every block trimmed to the shortest block's scan count after the discarded seconds."""
+
+    input_spec = _ROITimeseriesInputSpec
+    output_spec = _ROITimeseriesOutputSpec
+
+    def _run_interface(self, runtime):
+        import nibabel as nib
+        from nilearn.image import resample_to_img
+
+        from nnbrain.core.roi import roi_values
+        from nnbrain.errors import DataError
+
+        images = [nib.load(f) for f in self.inputs.bold]
+        atlas = resample_to_img(self.inputs.atlas, images[0], interpolation="nearest",
+                                force_resample=True, copy_header=True)
+        labels = np.rint(atlas.get_fdata()).astype(int)
+        blocks = [read_blocks(Path(e)) for e in self.inputs.events]
+        times = [np.arange(img.shape[3]) * t_r for img, t_r in zip(images, self.inputs.t_r)]
+        try:
+            run, scan, block = design_rows([b[0] for b in blocks], [b[1] for b in blocks],
+                                           times, self.inputs.discard_seconds)
+        except ValueError as exc:
+            raise DataError(f"no usable scans in the stimulation blocks ({exc})",
+                            self.inputs.events[0]) from exc
+        series: dict[str, list[np.ndarray]] = {}
+        info = []
+        for r, img in enumerate(images):
+            data = img.get_fdata()
+            for index, name in read_atlas_labels(Path(self.inputs.atlas_labels)):
+                values = roi_values(data, labels, index)
+                if values.shape[1] == 0:
+                    raise DataError(f"ROI {name!r} (index {index}) has no voxel on the BOLD grid",
+                                    self.inputs.atlas)
+                series.setdefault(name, []).append(zscore_scans(values)[scan[run == r]])
+                if r == 0:
+                    info.append({"name": name, "index": index, "n_voxels": int(values.shape[1])})
+        cwd = Path(runtime.cwd)
+        np.savez(cwd / "timeseries.npz", **{k: np.concatenate(v) for k, v in series.items()})
+        (cwd / "rois.json").write_text(json.dumps(info))
+        rows = {"run": run.tolist(), "scan": scan.tolist(), "block": block.tolist(),
+                "n_scans": [img.shape[3] for img in images], "t_r": list(self.inputs.t_r),
+                "blocks": [{"run": r, "onset": float(o), "duration": float(d), "stim_file": s}
+                           for r, (on, du, st) in enumerate(blocks)
+                           for o, d, s in zip(on, du, st)],
+                "discard_seconds": self.inputs.discard_seconds,
+                "scans_per_block": int(np.bincount(block).min())}
+        (cwd / "rows.json").write_text(json.dumps(rows))
+        self._results.update(timeseries=str(cwd / "timeseries.npz"), rois=str(cwd / "rois.json"),
+                             rows=str(cwd / "rows.json"))
+        return runtime
+
+
+def align_features(activations: dict[str, np.ndarray], meta: dict, rows: dict
+                   ) -> dict[str, np.ndarray]:
+    """Frame activations -> HRF-convolved features at the compared scans.
+
+    Parameters
+    ----------
+    activations : dict of str to array of shape (n_frames_total, n_units)
+        Every stimulus's frames, stimulus after stimulus (``meta["FrameCounts"]``).
+    meta : dict
+        Activations provenance: ``stimuli``, ``FrameCounts``, ``FrameRate``.
+    rows : dict
+        :class:`ROITimeseries` rows (run, scan, blocks, n_scans, t_r).
+
+    Returns
+    -------
+    dict of str to array of shape (n_rows, n_units), float64
+        In the row order of the ROI time series.
+    """
+    starts = np.concatenate([[0], np.cumsum(meta["FrameCounts"])])
+    where = {name: (starts[i], starts[i + 1]) for i, name in enumerate(meta["stimuli"])}
+    run = np.asarray(rows["run"])
+    scan = np.asarray(rows["scan"])
+    out: dict[str, list[np.ndarray]] = {layer: [] for layer in activations}
+    for r, (n_scans, t_r) in enumerate(zip(rows["n_scans"], rows["t_r"])):
+        blocks = [b for b in rows["blocks"] if b["run"] == r]
+        if not blocks:
+            continue
+        times = np.arange(n_scans) * t_r
+        for layer, acts in activations.items():
+            features = [acts[slice(*where[Path(b["stim_file"]).name])] for b in blocks]
+            regressors = features_to_scans([np.asarray(f, np.float64) for f in features],
+                                           [b["onset"] for b in blocks], meta["FrameRate"], times)
+            out[layer].append(regressors[scan[run == r]])
+    return {layer: np.concatenate(parts) for layer, parts in out.items()}
+
+
+class _AlignFeaturesInputSpec(BaseInterfaceInputSpec):
+    activations = File(exists=True, mandatory=True,
+                       desc="npz of frame-level activations of one (model, weights)")
+    meta = File(exists=True, mandatory=True, desc="JSON provenance with FrameRate, FrameCounts")
+    rows = File(exists=True, mandatory=True, desc="JSON rows of ROITimeseries")
+
+
+class _AlignFeaturesOutputSpec(TraitedSpec):
+    activations = File(exists=True, desc="npz: one (n_rows, n_units) array per layer")
+    meta = File(exists=True, desc="JSON provenance, with the HRF and the rows")
+
+
+class AlignFeatures(SimpleInterface):
+    """Place frame activations at the block onsets, convolve with the Glover HRF, sample them at
+    the ROI time series' scans."""
+
+    input_spec = _AlignFeaturesInputSpec
+    output_spec = _AlignFeaturesOutputSpec
+
+    def _run_interface(self, runtime):
+        meta = json.loads(Path(self.inputs.meta).read_text())
+        rows = json.loads(Path(self.inputs.rows).read_text())
+        with np.load(self.inputs.activations) as npz:
+            aligned = align_features({k: npz[k] for k in meta["layers"]}, meta, rows)
+        cwd = Path(runtime.cwd)
+        np.savez(cwd / "aligned.npz", **aligned)
+        meta["Alignment"] = {"HRF": "glover", "HRFLengthSeconds": HRF_LENGTH_S,
+                             "Sampling": "linear interpolation at scan onsets (t = i * TR)",
+                             "Rows": len(rows["run"])}
+        (cwd / "aligned.json").write_text(json.dumps(meta))
+        self._results.update(activations=str(cwd / "aligned.npz"),
+                             meta=str(cwd / "aligned.json"))
+        return runtime
