@@ -22,7 +22,7 @@ def test_node_crash_leaves_logs_and_no_half_written_outputs(demo_copy: Path, cap
     assert "the workflow failed; crash files: crash-" in err
     (log_dir,) = (out / "logs").iterdir()
     crashes = sorted(log_dir.glob("crash-*.txt"))
-    assert crashes and any("denoise" in c.name for c in crashes)
+    assert crashes and any("betas" in c.name for c in crashes)
     summary = (log_dir / "crash_summary.txt").read_text()
     assert all(str(c) in summary for c in crashes)
     assert (log_dir / "nnbrain.toml").is_file() and (log_dir / "nnbrain.log").is_file()

@@ -92,3 +92,13 @@ def test_design_rows_trim_every_block_of_every_run_to_one_length() -> None:
                                               np.arange(6, 13)])
     with pytest.raises(ValueError, match="no stimulation block"):
         design_rows([np.array([])], [np.array([])], times[:1])
+
+
+def test_block_response_is_a_convolved_boxcar() -> None:
+    from nnbrain.core.hrf import block_response
+
+    times = np.arange(60) * 2.0
+    response = block_response(np.array([10.0, 70.0]), np.array([20.0, 30.0]), times)
+    want = features_to_scans([np.ones((200, 1)), np.ones((300, 1))], [10.0, 70.0], 10.0, times)
+    np.testing.assert_allclose(response, want[:, 0], atol=1e-12)
+    assert np.all(np.abs(response[times < 10]) < 1e-12) and response.max() > 1.0

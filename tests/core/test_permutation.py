@@ -21,6 +21,7 @@ from nnbrain.core.compare import compare_rdms
 from nnbrain.core.permutation import (
     MANTEL_METHODS,
     PermutationResult,
+    cka_assignment_test,
     cka_permutation_batch,
     mantel_test,
     mantel_test_batch,
@@ -558,34 +559,50 @@ def test_cka_zero_permutations_give_statistics_and_nan_p():
         cka_permutation_batch(reference, candidates, n_permutations=3, kernel="poly")
 
 
-def test_block_permutations_move_whole_blocks():
-    from nnbrain.core.permutation import block_permutations
-
-    blocks = np.repeat([0, 1, 2, 3], 5)
-    perms = block_permutations(blocks, 50, seed=1)
-    assert perms.shape == (50, 20)
-    for perm in perms:
-        assert sorted(perm) == list(range(20))
-        moved = perm.reshape(4, 5)
-        for block in moved:  # each block of positions takes one whole block, in order
-            assert block[0] % 5 == 0 and np.array_equal(block, np.arange(block[0], block[0] + 5))
-    np.testing.assert_array_equal(perms, block_permutations(blocks, 50, seed=1))
-    with pytest.raises(ValueError, match="equal length"):
-        block_permutations(np.array([0, 0, 1]), 5, seed=0)
+def _slot_design(seed: int, n_slots: int = 6, rows_per_slot: int = 5, units: int = 3):
+    """Slot features with a position-dependent part shared by every stimulus."""
+    rng = np.random.default_rng(seed)
+    n = n_slots * rows_per_slot
+    content = rng.normal(size=(n_slots, n_slots, n, units))  # (stimulus, slot, rows, units)
+    position = rng.normal(size=(n, units)) * 2
+    slots = content * (np.arange(n)[None, None, :, None] // rows_per_slot
+                       == np.arange(n_slots)[None, :, None, None])
+    slots = slots + position / n_slots  # the same for every stimulus: sums to ``position``
+    played = rng.permutation(n_slots)
+    return slots, played, position
 
 
-def test_cka_block_permutation_null_is_uniform_for_autocorrelated_series():
-    """Row permutations give false positives on independent smooth series; block ones do not."""
-    from scipy.ndimage import gaussian_filter1d
+def test_cka_assignment_statistic_is_cka_of_the_played_features():
+    slots, played, _ = _slot_design(1)
+    rng = np.random.default_rng(2)
+    reference = rng.normal(size=(30, 4))
+    res = cka_assignment_test(reference, [slots, slots[..., :2]], played, n_permutations=30,
+                              seed=3, kernel="rbf")
+    features = slots[played, np.arange(6)].sum(axis=0)
+    np.testing.assert_allclose(res.statistic, [cka(reference, features, kernel="rbf",
+                                                   unbiased=True),
+                                               cka(reference, features[:, :2], kernel="rbf",
+                                                   unbiased=True)], atol=1e-12)
+    perms = stimulus_permutations(6, 30, 3)
+    null = np.array([[cka(reference, slots[played[p], np.arange(6)].sum(axis=0)[:, :k],
+                          kernel="rbf", unbiased=True) for k in (3, 2)] for p in perms])
+    np.testing.assert_array_equal(
+        res.p_value, (1 + (null >= res.statistic - 1e-12).sum(axis=0)) / 31)
+    assert np.isnan(cka_assignment_test(reference, [slots], played, n_permutations=0).p_value[0])
 
-    blocks = np.repeat(np.arange(12), 20)
-    p_rows, p_blocks = [], []
-    for seed in range(60):
-        rng = np.random.default_rng(30_000 + seed)
-        x = gaussian_filter1d(rng.normal(size=(240, 6)), 4, axis=0)
-        y = gaussian_filter1d(rng.normal(size=(240, 4)), 4, axis=0)
-        p_rows.append(cka_permutation_batch(x, [y], n_permutations=99, seed=seed).p_value[0])
-        p_blocks.append(cka_permutation_batch(x, [y], n_permutations=99, seed=seed,
-                                              blocks=blocks).p_value[0])
-    assert np.mean(np.array(p_rows) <= 0.05) > 0.25
-    assert np.mean(np.array(p_blocks) <= 0.05) < 0.15
+
+def test_cka_assignment_test_is_valid_where_block_permutation_is_not():
+    """A brain that shares only the position-dependent part (no stimulus content) is not
+    significant; a brain driven by the played content is."""
+    p_null, p_driven = [], []
+    for seed in range(40):
+        slots, played, position = _slot_design(100 + seed)
+        rng = np.random.default_rng(seed)
+        brain = position @ rng.normal(size=(3, 8)) + rng.normal(size=(30, 8))
+        p_null.append(cka_assignment_test(brain, [slots], played, n_permutations=99,
+                                          seed=seed).p_value[0])
+        driven = slots[played, np.arange(6)].sum(axis=0) @ rng.normal(size=(3, 8))
+        p_driven.append(cka_assignment_test(driven + rng.normal(size=(30, 8)), [slots], played,
+                                            n_permutations=99, seed=seed).p_value[0])
+    assert np.mean(np.array(p_null) <= 0.05) < 0.15
+    assert np.mean(np.array(p_driven) <= 0.05) > 0.8

@@ -97,3 +97,47 @@ def test_align_features_equals_hrf_regressors_at_the_kept_scans() -> None:
     run0 = features_to_scans([acts["conv"][50:80]], [2.0], 5.0, np.arange(20) * 2.0)
     run1 = features_to_scans([acts["conv"][:50]], [1.0], 5.0, np.arange(15) * 2.0)
     np.testing.assert_allclose(out, np.r_[run0[[5, 6]], run1[[3, 4]]], atol=1e-12)
+
+
+def test_aligned_features_are_cleaned_like_the_bold() -> None:
+    from nilearn.signal import clean
+
+    from nnbrain.interfaces.continuous import clean_like_bold
+
+    rng = np.random.default_rng(2)
+    acts = {"fc": rng.normal(size=(60, 2)) + 3}
+    meta = {"stimuli": ["a.wav"], "FrameCounts": [60], "FrameRate": 2.0}
+    rows = {"run": [0, 0, 0], "scan": [10, 11, 12], "n_scans": [40], "t_r": [2.0],
+            "blocks": [{"run": 0, "onset": 8.0, "duration": 30.0, "stim_file": "a.wav"}]}
+    confounds = [rng.normal(size=(40, 3))]
+    out = align_features(acts, meta, rows, confounds, 1 / 128)["fc"]
+    raw = features_to_scans([acts["fc"]], [8.0], 2.0, np.arange(40) * 2.0)
+    want = clean(raw, detrend=True, standardize=None, confounds=confounds[0], high_pass=1 / 128,
+                 t_r=2.0)[[10, 11, 12]]
+    np.testing.assert_allclose(out, want, atol=1e-12)
+    cleaned = clean_like_bold(raw, confounds[0], 2.0, 1 / 128)
+    np.testing.assert_allclose(cleaned[[10, 11, 12]], want, atol=1e-12)
+    assert np.abs(out - raw[[10, 11, 12]]).max() > 0.1
+
+
+def test_slot_features_place_every_stimulus_at_every_slot() -> None:
+    from nnbrain.interfaces.continuous import slot_features
+
+    rng = np.random.default_rng(5)
+    acts = {"fc": rng.normal(size=(50, 2))}
+    meta = {"stimuli": ["a.wav", "b.wav"], "FrameCounts": [30, 20], "FrameRate": 2.0}
+    rows = {"run": [0, 0, 1, 1], "scan": [8, 9, 6, 7], "n_scans": [30, 30], "t_r": [2.0, 2.0],
+            "blocks": [{"run": 0, "onset": 10.0, "duration": 12.0, "stim_file": "b.wav"},
+                       {"run": 1, "onset": 6.0, "duration": 12.0, "stim_file": "a.wav"}]}
+    confounds = [rng.normal(size=(30, 2)), rng.normal(size=(30, 2))]
+    slots, played = slot_features(acts, meta, rows, confounds, 1 / 128)
+    np.testing.assert_array_equal(played, [0, 1])  # stimuli in order of first play: b, a
+    assert slots["fc"].shape == (2, 2, 4, 2)
+    a_at_slot0 = features_to_scans([acts["fc"][:30]], [10.0], 2.0, np.arange(30) * 2.0)
+    from nnbrain.interfaces.continuous import clean_like_bold
+
+    want = clean_like_bold(a_at_slot0, confounds[0], 2.0, 1 / 128)[[8, 9]]
+    np.testing.assert_allclose(slots["fc"][1, 0, :2], want, atol=1e-12)
+    assert np.all(slots["fc"][:, 0, 2:] == 0) and np.all(slots["fc"][:, 1, :2] == 0)
+    aligned = align_features(acts, meta, rows, confounds, 1 / 128)["fc"]
+    np.testing.assert_allclose(aligned, slots["fc"][0, 0] + slots["fc"][1, 1], atol=1e-12)

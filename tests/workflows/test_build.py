@@ -47,7 +47,7 @@ def test_nnbrain_wf_graph(plan_and_settings, labels, n_subjects) -> None:
         assert f"activations_wf.extract_digitcnn_{weights}" in names
     assert "ds_model" in names
     for s in plan.subjects:
-        for node in ("preprocess_wf.denoise", "preprocess_wf.betas", "roi_wf.roi_patterns",
+        for node in ("preprocess_wf.betas", "roi_wf.roi_patterns",
                      "similarity_wf.similarity", "ds_subject"):
             assert f"single_subject_{s}_wf.{node}" in names
 
@@ -57,7 +57,7 @@ def test_subworkflows_expose_their_contract() -> None:
     assert _io(pre, "outputnode") == {"betas", "trials"}
     assert set(pre.get_node("inputnode").inputs.copyable_trait_names()) == {
         "bold", "mask", "confounds", "events", "t_r"}
-    assert pre.get_node("denoise").iterfield == ["bold", "mask", "confounds", "t_r"]
+    assert pre.get_node("betas").iterfield == ["bold", "mask", "confounds", "events", "t_r"]
     roi = init_roi_wf(stimuli=["a.png", "b.png"])
     assert _io(roi, "outputnode") == {"patterns", "rois"}
     assert roi.get_node("roi_patterns").inputs.stimuli == ["a.png", "b.png"]

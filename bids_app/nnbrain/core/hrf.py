@@ -86,6 +86,25 @@ def features_to_scans(features: list[np.ndarray], onsets: list[float], frame_rat
     return convolved[lower] * (1 - weight) + convolved[lower + 1] * weight
 
 
+def block_response(onsets: np.ndarray, durations: np.ndarray, scan_times: np.ndarray,
+                   frame_rate: float = 10.0) -> np.ndarray:
+    """The response common to every block: a unit boxcar per block, HRF-convolved, at the scans.
+
+    Parameters
+    ----------
+    onsets, durations : arrays of shape (n_blocks,)
+    scan_times : array of shape (n_scans,)
+    frame_rate : float
+        Resolution (Hz) of the boxcar before convolution.
+
+    Returns
+    -------
+    array of shape (n_scans,)
+    """
+    boxcars = [np.ones((max(1, int(round(d * frame_rate))), 1)) for d in durations]
+    return features_to_scans(boxcars, list(onsets), frame_rate, scan_times)[:, 0]
+
+
 def block_rows(onsets: np.ndarray, durations: np.ndarray, scan_times: np.ndarray,
                discard_s: float = 0.0, length: int | None = None
                ) -> tuple[np.ndarray, np.ndarray]:

@@ -88,32 +88,6 @@ def stimulus_permutations(n: int, n_permutations: int, seed: int | None) -> np.n
         return np.concatenate(list(pool.map(lambda x: np.argsort(x, axis=1), pieces)))
 
 
-def block_permutations(blocks: ArrayLike, n_permutations: int, seed: int | None) -> np.ndarray:
-    """Row permutations that move whole blocks (continuous designs), shape (n_permutations, n).
-
-    Block ``b``'s rows take the rows of block ``perm[b]`` in order, ``perm`` drawn by
-    :func:`stimulus_permutations` over the blocks; blocks must have equal row counts.
-
-    Parameters
-    ----------
-    blocks : array of shape (n,)
-        Block label of each row.
-    n_permutations : int
-    seed : int or None
-    """
-    labels = np.asarray(blocks)
-    members = [np.flatnonzero(labels == u) for u in np.unique(labels)]
-    sizes = {len(m) for m in members}
-    if len(sizes) != 1 or len(members) < 2:
-        raise ValueError("block permutations need at least 2 blocks of equal length, got "
-                         f"lengths {sorted(len(m) for m in members)}")
-    rows = np.stack(members)
-    perms = np.empty((n_permutations, labels.size), dtype=np.int64)
-    perms[:, rows.ravel()] = rows[stimulus_permutations(len(members), n_permutations,
-                                                        seed)].reshape(n_permutations, -1)
-    return perms
-
-
 def _inverse(perms: np.ndarray) -> np.ndarray:
     """Inverse of each permutation (row), array of the same shape."""
     inverse = np.empty_like(perms)
@@ -614,9 +588,8 @@ def cka_permutation_batch(
     chunk: int = 256,
     kernel: str = "linear",
     sigma: float = 1.0,
-    blocks: ArrayLike | None = None,
 ) -> PermutationResult:
-    """CKA of one representation against ``k`` others, stimulus rows (or blocks) permuted.
+    """CKA of one representation against ``k`` others, stimulus rows permuted.
 
     The Gram matrices are built once (Kornblith et al. 2019 colab: ``gram_linear`` or
     ``gram_rbf(x, threshold=sigma)``, ``center_gram(gram, unbiased)``); permuting the rows of a
@@ -640,9 +613,6 @@ def cka_permutation_batch(
     kernel : {"linear", "rbf"}
     sigma : float
         RBF bandwidth as a multiple of the median distance (the colab's ``threshold``).
-    blocks : array of shape (n_samples,), optional
-        Continuous designs: block label of each row; whole blocks are permuted
-        (:func:`block_permutations`), never single (serially correlated) rows.
 
     Returns
     -------
@@ -663,8 +633,7 @@ def cka_permutation_batch(
     if int(n_permutations) == 0:
         nan = np.full(len(candidates), np.nan)
         return PermutationResult(stat, nan, nan.copy(), 0, "", seed)
-    perms = (stimulus_permutations(n, n_permutations, seed) if blocks is None
-             else block_permutations(blocks, n_permutations, seed))
+    perms = stimulus_permutations(n, n_permutations, seed)
     null = np.empty((n_permutations, len(candidates)))
     for start in range(0, n_permutations, chunk):
         p = perms[start:start + chunk]
@@ -702,3 +671,66 @@ def centered_gram(x: np.ndarray, kernel: str, unbiased: bool, sigma: float = 1.0
     else:
         raise ValueError(f"unknown kernel {kernel!r}; choose from linear, rbf")
     return center_gram(gram, unbiased)
+
+
+def cka_assignment_test(
+    reference: np.ndarray,
+    slots: list[np.ndarray],
+    played: ArrayLike,
+    unbiased: bool = True,
+    n_permutations: int = 1000,
+    seed: int | None = 0,
+    kernel: str = "linear",
+    sigma: float = 1.0,
+) -> PermutationResult:
+    """CKA of time-series rows against ``k`` feature sets, tested by re-assigning the stimuli
+    to the blocks (a randomization test for continuous designs).
+
+    Under the null the brain does not depend on which stimulus played in which block, so every
+    assignment of the stimuli to the block slots is as likely as the one played. The features
+    an assignment would have given are recomputed exactly (they are linear in the stimulus
+    features: a sum over slots of each slot's stimulus placed at that slot's onset,
+    HRF-convolved and cleaned like the BOLD), so the null keeps everything about the rows'
+    positions, filtering and autocorrelation and moves only the stimulus content. (Permuting
+    blocks of rows instead is biased when both series share position-dependent cleaning:
+    on the continuous test design its null centred at -0.026 around an observed 0.00.)
+
+    Parameters
+    ----------
+    reference : array of shape (n_rows, n_features)
+        E.g. an ROI's time series over the blocks.
+    slots : list of k arrays of shape (n_stimuli, n_slots, n_rows, n_units_i)
+        ``slots[i][s, b]``: candidate ``i``'s features if stimulus ``s`` played in slot ``b``.
+    played : int array of shape (n_slots,)
+        The stimulus that played in each slot.
+    unbiased, n_permutations, seed, kernel, sigma
+        As :func:`cka_permutation_batch`; the permutations re-order ``played``.
+
+    Returns
+    -------
+    PermutationResult
+        ``statistic[i]`` is the CKA of ``reference`` with the played features
+        ``sum_b slots[i][played[b], b]``.
+    """
+    played = np.asarray(played, dtype=np.int64)
+    lc = centered_gram(reference, kernel, unbiased, sigma, "reference representation")
+    lc_norm = np.linalg.norm(lc)
+    slot_index = np.arange(played.size)
+
+    def stats(assignment: np.ndarray) -> np.ndarray:
+        out = np.empty(len(slots))
+        for i, features in enumerate(slots):
+            kc = centered_gram(features[assignment, slot_index].sum(axis=0), kernel, unbiased,
+                               sigma, f"candidate representation {i}")
+            out[i] = float((kc * lc).sum() / (np.linalg.norm(kc) * lc_norm))
+        return out
+
+    statistic = stats(played)
+    seed = _resolve_seed(seed)
+    if int(n_permutations) == 0:
+        nan = np.full(len(slots), np.nan)
+        return PermutationResult(statistic, nan, nan.copy(), 0, "", seed)
+    perms = stimulus_permutations(played.size, int(n_permutations), seed)
+    null = np.stack([stats(played[perm]) for perm in perms])
+    p_value, p_fwe = _p_values(statistic, null)
+    return PermutationResult(statistic, p_value, p_fwe, int(n_permutations), "", seed)

@@ -174,7 +174,7 @@ class SubjectDerivativesSink(SimpleInterface):
 
                 if rows is not None:
                     _write_timeseries(writer, {**common, "label": label}, pattern, rows, roi,
-                                      list(inp.sources), params["glm"]["Denoising"])
+                                      list(inp.sources), params["denoising"])
                     continue
                 writer.write("roi_patterns", {**common, "label": label, "desc": "betas"},
                              write_patterns, {

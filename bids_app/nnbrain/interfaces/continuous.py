@@ -16,7 +16,7 @@ from nipype.interfaces.base import (
     traits,
 )
 
-from nnbrain.core.hrf import HRF_LENGTH_S, design_rows, features_to_scans
+from nnbrain.core.hrf import HRF_LENGTH_S, block_response, design_rows, features_to_scans
 from nnbrain.interfaces.roi import read_atlas_labels
 
 
@@ -42,6 +42,17 @@ def read_blocks(events_tsv: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
         raise DataError("every block needs a numeric onset and a duration > 0 s", events_tsv)
     return (table["onset"].to_numpy(float), table["duration"].to_numpy(float),
             [str(s) for s in table["stim_file"]])
+
+
+def block_response_of(events_tsv: Path, n_scans: int, t_r: float) -> np.ndarray:
+    """The run's block response (:func:`nnbrain.core.hrf.block_response`), shape (n_scans, 1).
+
+    It joins the confounds of both the BOLD and the network features of a continuous design:
+    the response to sound onset and offset, common to every block, every sound-responsive voxel
+    and every layer, is removed, and the comparison rests on what varies with the sounds.
+    """
+    onsets, durations, _ = read_blocks(events_tsv)
+    return block_response(onsets, durations, np.arange(n_scans) * t_r)[:, None]
 
 
 def zscore_scans(values: np.ndarray) -> np.ndarray:
@@ -133,9 +144,16 @@ class ROITimeseries(SimpleInterface):
         return runtime
 
 
-def align_features(activations: dict[str, np.ndarray], meta: dict, rows: dict
-                   ) -> dict[str, np.ndarray]:
-    """Frame activations -> HRF-convolved features at the compared scans.
+def slot_features(activations: dict[str, np.ndarray], meta: dict, rows: dict,
+                  confounds: list[np.ndarray] | None = None, high_pass: float | None = None
+                  ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Every stimulus's frame activations as they would appear at every block slot.
+
+    Stimulus ``s`` placed at slot ``b``'s onset, convolved with the Glover HRF, sampled at the
+    scans of ``b``'s run and, with ``confounds`` and ``high_pass``, cleaned as the BOLD was
+    (confounds regressed out, linear detrend, high-pass: :func:`clean_like_bold`), at the
+    compared rows. All of this is linear, so the features of any assignment of stimuli to
+    slots are a sum over the slots (:func:`nnbrain.core.permutation.cka_assignment_test`).
 
     Parameters
     ----------
@@ -145,28 +163,66 @@ def align_features(activations: dict[str, np.ndarray], meta: dict, rows: dict
         Activations provenance: ``stimuli``, ``FrameCounts``, ``FrameRate``.
     rows : dict
         :class:`ROITimeseries` rows (run, scan, blocks, n_scans, t_r).
+    confounds : list of arrays of shape (n_scans_r, n_confounds), optional
+        Per run, the confounds regressed out of the BOLD (with the block response).
+    high_pass : float, optional
+        The BOLD's high-pass cutoff (Hz).
+
+    Returns
+    -------
+    slots : dict of str to array of shape (n_played, n_slots, n_rows, n_units), float64
+        Per layer; stimuli in order of first play, zero outside the slot's run.
+    played : int array of shape (n_slots,)
+        The stimulus (index into the first axis) that played in each slot.
+    """
+    starts = np.concatenate([[0], np.cumsum(meta["FrameCounts"])])
+    where = {name: (starts[i], starts[i + 1]) for i, name in enumerate(meta["stimuli"])}
+    names = [Path(b["stim_file"]).name for b in rows["blocks"]]
+    stimuli = list(dict.fromkeys(names))
+    played = np.array([stimuli.index(n) for n in names])
+    run = np.asarray(rows["run"])
+    scan = np.asarray(rows["scan"])
+    slots = {layer: np.zeros((len(stimuli), len(names), run.size, acts.shape[1]))
+             for layer, acts in activations.items()}
+    for b, block in enumerate(rows["blocks"]):
+        r = block["run"]
+        kept = np.flatnonzero(run == r)
+        times = np.arange(rows["n_scans"][r]) * rows["t_r"][r]
+        for layer, acts in activations.items():
+            for s, name in enumerate(stimuli):
+                regressors = features_to_scans([np.asarray(acts[slice(*where[name])], np.float64)],
+                                               [block["onset"]], meta["FrameRate"], times)
+                if confounds is not None:
+                    regressors = clean_like_bold(regressors, confounds[r], rows["t_r"][r],
+                                                 high_pass)
+                slots[layer][s, b, kept] = regressors[scan[kept]]
+    return slots, played
+
+
+def align_features(activations: dict[str, np.ndarray], meta: dict, rows: dict,
+                   confounds: list[np.ndarray] | None = None, high_pass: float | None = None
+                   ) -> dict[str, np.ndarray]:
+    """Frame activations -> HRF-convolved features at the compared scans, cleaned as the BOLD:
+    the played assignment of :func:`slot_features` (same parameters).
 
     Returns
     -------
     dict of str to array of shape (n_rows, n_units), float64
         In the row order of the ROI time series.
     """
-    starts = np.concatenate([[0], np.cumsum(meta["FrameCounts"])])
-    where = {name: (starts[i], starts[i + 1]) for i, name in enumerate(meta["stimuli"])}
-    run = np.asarray(rows["run"])
-    scan = np.asarray(rows["scan"])
-    out: dict[str, list[np.ndarray]] = {layer: [] for layer in activations}
-    for r, (n_scans, t_r) in enumerate(zip(rows["n_scans"], rows["t_r"])):
-        blocks = [b for b in rows["blocks"] if b["run"] == r]
-        if not blocks:
-            continue
-        times = np.arange(n_scans) * t_r
-        for layer, acts in activations.items():
-            features = [acts[slice(*where[Path(b["stim_file"]).name])] for b in blocks]
-            regressors = features_to_scans([np.asarray(f, np.float64) for f in features],
-                                           [b["onset"] for b in blocks], meta["FrameRate"], times)
-            out[layer].append(regressors[scan[run == r]])
-    return {layer: np.concatenate(parts) for layer, parts in out.items()}
+    slots, played = slot_features(activations, meta, rows, confounds, high_pass)
+    index = np.arange(played.size)
+    return {layer: values[played, index].sum(axis=0) for layer, values in slots.items()}
+
+
+def clean_like_bold(values: np.ndarray, confounds: np.ndarray, t_r: float,
+                    high_pass: float | None) -> np.ndarray:
+    """``values`` (n_scans, k) cleaned as :func:`~nnbrain.interfaces.preprocess.denoise`
+    cleans the BOLD: confounds regressed out, linear detrend, high-pass (nilearn)."""
+    from nilearn.signal import clean
+
+    return clean(values, detrend=True, standardize=None, confounds=confounds,
+                 high_pass=high_pass, t_r=t_r)
 
 
 class _AlignFeaturesInputSpec(BaseInterfaceInputSpec):
@@ -174,16 +230,21 @@ class _AlignFeaturesInputSpec(BaseInterfaceInputSpec):
                        desc="npz of frame-level activations of one (model, weights)")
     meta = File(exists=True, mandatory=True, desc="JSON provenance with FrameRate, FrameCounts")
     rows = File(exists=True, mandatory=True, desc="JSON rows of ROITimeseries")
+    confounds = InputMultiObject(File(exists=True), mandatory=True,
+                                 desc="fMRIPrep confounds TSV per run (as for the BOLD)")
+    high_pass = traits.Float(1.0 / 128, usedefault=True, desc="the BOLD's high-pass (Hz)")
 
 
 class _AlignFeaturesOutputSpec(TraitedSpec):
     activations = File(exists=True, desc="npz: one (n_rows, n_units) array per layer")
     meta = File(exists=True, desc="JSON provenance, with the HRF and the rows")
+    slots = File(exists=True, desc="npz: per layer (n_stimuli, n_slots, n_rows, n_units), every "
+                                   "stimulus at every block slot, and 'played'")
 
 
 class AlignFeatures(SimpleInterface):
     """Place frame activations at the block onsets, convolve with the Glover HRF, sample them at
-    the ROI time series' scans."""
+    the ROI time series' scans, clean them as the BOLD was cleaned."""
 
     input_spec = _AlignFeaturesInputSpec
     output_spec = _AlignFeaturesOutputSpec
@@ -191,14 +252,30 @@ class AlignFeatures(SimpleInterface):
     def _run_interface(self, runtime):
         meta = json.loads(Path(self.inputs.meta).read_text())
         rows = json.loads(Path(self.inputs.rows).read_text())
+        from nnbrain.interfaces.preprocess import select_confounds
+
+        confounds = []
+        for r, tsv in enumerate(self.inputs.confounds):
+            blocks = [b for b in rows["blocks"] if b["run"] == r]
+            response = block_response(np.array([b["onset"] for b in blocks]),
+                                      np.array([b["duration"] for b in blocks]),
+                                      np.arange(rows["n_scans"][r]) * rows["t_r"][r])
+            confounds.append(np.column_stack([select_confounds(Path(tsv))[0], response]))
         with np.load(self.inputs.activations) as npz:
-            aligned = align_features({k: npz[k] for k in meta["layers"]}, meta, rows)
+            slots, played = slot_features({k: npz[k] for k in meta["layers"]}, meta, rows,
+                                          confounds, self.inputs.high_pass)
+        index = np.arange(played.size)
         cwd = Path(runtime.cwd)
-        np.savez(cwd / "aligned.npz", **aligned)
+        np.savez(cwd / "aligned.npz",
+                 **{layer: values[played, index].sum(axis=0) for layer, values in slots.items()})
+        np.savez(cwd / "slots.npz", played=played, **slots)
         meta["Alignment"] = {"HRF": "glover", "HRFLengthSeconds": HRF_LENGTH_S,
                              "Sampling": "linear interpolation at scan onsets (t = i * TR)",
+                             "Cleaning": "as the BOLD: confounds and the block response "
+                                         "regressed out, linear detrend, high-pass "
+                                         f"{self.inputs.high_pass:.6g} Hz",
                              "Rows": len(rows["run"])}
         (cwd / "aligned.json").write_text(json.dumps(meta))
         self._results.update(activations=str(cwd / "aligned.npz"),
-                             meta=str(cwd / "aligned.json"))
+                             meta=str(cwd / "aligned.json"), slots=str(cwd / "slots.npz"))
         return runtime

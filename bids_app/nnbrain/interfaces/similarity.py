@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,30 @@ from nipype.interfaces.base import (
 )
 
 from nnbrain.measures import Measure
+
+@dataclass(frozen=True)
+class ContinuousDesign:
+    """What the tests of a continuous design need besides the rows' values."""
+
+    blocks: np.ndarray
+    """Block of every row, shape (n_rows,)."""
+    played: np.ndarray
+    """Stimulus played in each block slot, shape (n_slots,)."""
+    slots: list[list[np.ndarray]]
+    """Per network, per layer: (n_stimuli, n_slots, n_rows, n_units) features of every stimulus
+    at every slot (:func:`nnbrain.interfaces.continuous.slot_features`)."""
+
+    @classmethod
+    def load(cls, rows: Path, slot_files: list[str], layers: list[list[str]]) -> ContinuousDesign:
+        """From ROITimeseries rows JSON and one AlignFeatures slots npz per network."""
+        slots, played = [], None
+        for path, names in zip(slot_files, layers):
+            with np.load(path) as npz:
+                slots.append([npz[name] for name in names])
+                played = npz["played"]
+        blocks = np.asarray(json.loads(rows.read_text())["block"])
+        return cls(blocks=blocks, played=np.asarray(played), slots=slots)
+
 
 TABLE_COLUMNS = ["model", "weights", "layer", "layer_name", "roi", "roi_name", "statistic",
                  "p_value", "p_fwe", "ci_low", "ci_high", "n_stimuli", "n_units", "n_voxels"]
@@ -55,19 +80,28 @@ def _rsa_results(brain_rdm: np.ndarray, layer_rdms: list[np.ndarray], measure: M
 
 
 def _cka_results(pattern: np.ndarray, layers: list[list[np.ndarray]], measure: Measure,
-                 seed: int, blocks: np.ndarray | None = None
+                 seed: int, design: ContinuousDesign | None = None
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
     """Statistic, p, p_fwe (each (k,)) and bootstrap evaluations (n_bootstrap, k) of one ROI's
     patterns against the layer activations of several networks (one list per network: one
-    permutation family each; one bootstrap over all k candidates). With ``blocks`` (one label
-    per row, continuous designs) whole blocks are permuted and resampled."""
+    permutation family each; one bootstrap over all k candidates). With a continuous
+    ``design`` the test re-assigns stimuli to block slots
+    (:func:`nnbrain.core.permutation.cka_assignment_test`) and the bootstrap resamples whole
+    blocks."""
     from nnbrain.core.bootstrap import bootstrap_cka_stimuli
-    from nnbrain.core.permutation import cka_permutation_batch
+    from nnbrain.core.permutation import cka_assignment_test, cka_permutation_batch
 
-    results = [cka_permutation_batch(pattern, acts, measure.unbiased, measure.permutations or 0,
-                                     seed, kernel=measure.kernel, sigma=measure.sigma,
-                                     blocks=blocks)
-               for acts in layers]
+    if design is None:
+        results = [cka_permutation_batch(pattern, acts, measure.unbiased,
+                                         measure.permutations or 0, seed, kernel=measure.kernel,
+                                         sigma=measure.sigma)
+                   for acts in layers]
+    else:
+        results = [cka_assignment_test(pattern, slots, design.played, measure.unbiased,
+                                       measure.permutations or 0, seed, measure.kernel,
+                                       measure.sigma)
+                   for slots in design.slots]
+    blocks = None if design is None else design.blocks
     boot = (bootstrap_cka_stimuli(pattern, [a for acts in layers for a in acts], measure.kernel,
                                   measure.unbiased, measure.sigma, measure.bootstrap, seed,
                                   blocks=blocks)
@@ -79,7 +113,7 @@ def _cka_results(pattern: np.ndarray, layers: list[list[np.ndarray]], measure: M
 
 def similarity_tables(patterns: dict[str, np.ndarray], activations: list[tuple[dict, dict]],
                       measures: tuple[Measure, ...], seed: int,
-                      blocks: np.ndarray | None = None) -> dict[str, list[dict]]:
+                      design: ContinuousDesign | None = None) -> dict[str, list[dict]]:
     """RSA and CKA rows for every measure x ROI x (model, weights) x layer.
 
     Parameters
@@ -95,9 +129,9 @@ def similarity_tables(patterns: dict[str, np.ndarray], activations: list[tuple[d
         Seed of the permutations (shared across the layers of one network: a max-statistic
         family) and of the bootstrap samples of the stimuli (the same samples for every layer,
         network and measure).
-    blocks : array of shape (n_rows,), optional
-        Continuous designs: the block of every row (rows are scans); permutations and bootstrap
-        samples take whole blocks. Only cka measures apply.
+    design : ContinuousDesign, optional
+        Continuous designs (rows are scans): the stimuli are re-assigned to the block slots for
+        the tests and whole blocks are resampled for the CIs. Only cka measures apply.
 
     Returns
     -------
@@ -110,8 +144,8 @@ def similarity_tables(patterns: dict[str, np.ndarray], activations: list[tuple[d
     from nnbrain.utils.bids import bids_label
 
     rows: dict[str, list[dict]] = {m.label: [] for m in measures if m.kind != "nss"}
-    count = "n_stimuli" if blocks is None else "n_scans"
-    if blocks is not None and any(m.kind == "rsa" for m in measures):
+    count = "n_stimuli" if design is None else "n_scans"
+    if design is not None and any(m.kind == "rsa" for m in measures):
         raise ValueError("rsa measures compare stimulus RDMs; a continuous design has none")
     pairs = [(meta, name, acts) for meta, layers in activations for name, acts in layers.items()]
     layer_rdms = {method: [np.stack([compute_rdm(a, method) for a in layers.values()])
@@ -125,7 +159,7 @@ def similarity_tables(patterns: dict[str, np.ndarray], activations: list[tuple[d
             elif measure.kind == "cka":
                 stat, p, p_fwe, boot = _cka_results(
                     pattern, [list(layers.values()) for _, layers in activations], measure, seed,
-                    blocks)
+                    design)
             else:
                 continue
             nan = np.full(len(pairs), np.nan)
@@ -232,6 +266,9 @@ class _SimilarityInputSpec(BaseInterfaceInputSpec):
     rows = traits.Either(None, File(exists=True), usedefault=True,
                          desc="continuous designs: JSON rows of ROITimeseries (the block of "
                               "every row); None: one row per stimulus")
+    slots = traits.List(File(exists=True), usedefault=True,
+                        desc="continuous designs: AlignFeatures slots npz per (model, weights), "
+                             "in the order of activations")
 
 
 class _SimilarityOutputSpec(TraitedSpec):
@@ -260,9 +297,11 @@ class LayerROISimilarity(SimpleInterface):
             meta = json.loads(Path(meta_file).read_text())
             with np.load(act_file) as npz:
                 activations.append((meta, {k: npz[k] for k in meta["layers"]}))
-        blocks = (np.asarray(json.loads(Path(self.inputs.rows).read_text())["block"])
-                  if self.inputs.rows else None)
-        rows = similarity_tables(patterns, activations, measures, self.inputs.seed, blocks)
+        design = None
+        if self.inputs.rows:
+            design = ContinuousDesign.load(Path(self.inputs.rows), list(self.inputs.slots),
+                                           [m["layers"] for m, _ in activations])
+        rows = similarity_tables(patterns, activations, measures, self.inputs.seed, design)
         sources = {(bids_label(s["model"]), bids_label(s["weights"])):
                    (s["kind"], bids_label(s["group"])) for s in self.inputs.weight_sources}
         for m in measures:

@@ -69,8 +69,9 @@ def _measure_parameters(measure: Measure, seed: int, design: str = "event") -> d
         resampled = ("stimuli with replacement; CKA over the distinct drawn stimuli (a copy "
                      "adds only self-pairs); RBF bandwidth re-estimated per sample")
         if design == "continuous":
-            permuted = ("whole stimulation blocks of the ROI time series (equal scan counts), "
-                        "never single, serially correlated scans")
+            permuted = ("the assignment of stimuli to block slots (randomization test): the "
+                        "features of each assignment recomputed (placed at the slots' onsets, "
+                        "HRF-convolved, cleaned like the BOLD); rows and the BOLD untouched")
             resampled = ("stimulation blocks with replacement; CKA over the scans of the "
                          "distinct drawn blocks; RBF bandwidth re-estimated per sample")
     test = None
@@ -97,9 +98,13 @@ def method_parameters(settings: Settings, measures: tuple[Measure, ...]) -> dict
     return {
         "glm": {"Model": "least-squares-all (one regressor per trial)", "HRF": "glover",
                 "DriftModel": "cosine", "HighPassHz": HIGH_PASS_HZ, "NoiseModel": "ols",
-                "Denoising": "24 motion parameters + non_steady_state_outlier columns "
-                             "regressed out, linear detrend, high-pass (nilearn clean_img)",
+                "Confounds": "24 motion parameters + non_steady_state_outlier columns in the "
+                             "design, beside the trial and cosine drift regressors",
                 "Aggregation": "mean beta over repetitions of each stimulus"},
+        "denoising": ("24 motion parameters + non_steady_state_outlier columns + the block "
+                      "response (a boxcar per block, Glover HRF) regressed out, linear detrend, "
+                      "high-pass (nilearn clean_img); the aligned network features are cleaned "
+                      "identically (nilearn signal.clean)"),
         "rdm_methods": list(dict.fromkeys(m.rdm for m in measures if m.kind == "rsa")),
         "measures": {m.label: _measure_parameters(m, settings.random_seed, settings.design)
                      for m in measures},
@@ -186,9 +191,10 @@ def _connect_continuous(workflow: pe.Workflow, runs_node: pe.Node, inputnode: pe
                                    discard_seconds=settings.discard_seconds)
     series_wf.inputs.inputnode.atlas = str(plan.atlas.image)
     series_wf.inputs.inputnode.atlas_labels = str(plan.atlas.labels)
-    align_wf = init_align_wf()
+    align_wf = init_align_wf(high_pass=HIGH_PASS_HZ)
     workflow.connect([
         (runs_node, series_wf, [(f, f"inputnode.{f}") for f in RUN_FIELDS]),
+        (runs_node, align_wf, [("confounds", "inputnode.confounds")]),
         (inputnode, align_wf, [("activations", "inputnode.activations"),
                                ("activation_metas", "inputnode.activation_metas")]),
         (series_wf, align_wf, [("outputnode.rows", "inputnode.rows")]),
@@ -196,7 +202,8 @@ def _connect_continuous(workflow: pe.Workflow, runs_node: pe.Node, inputnode: pe
                                     ("outputnode.rows", "inputnode.rows")]),
         (align_wf, similarity_wf, [("outputnode.activations", "inputnode.activations"),
                                    ("outputnode.activation_metas",
-                                    "inputnode.activation_metas")]),
+                                    "inputnode.activation_metas"),
+                                   ("outputnode.slots", "inputnode.slots")]),
         (series_wf, ds_sub, [("outputnode.timeseries", "patterns"), ("outputnode.rows", "rows")]),
     ])
     return series_wf

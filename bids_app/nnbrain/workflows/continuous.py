@@ -11,7 +11,8 @@ from nnbrain.interfaces.preprocess import Denoise
 
 def init_timeseries_wf(*, high_pass: float = 1.0 / 128, discard_seconds: float = 6.0,
                        name: str = "timeseries_wf") -> pe.Workflow:
-    """Denoise every run and take each ROI's voxel time series over the stimulation blocks.
+    """Denoise every run (confounds and the block response regressed out, detrend, high-pass) and
+    take each ROI's voxel time series over the stimulation blocks.
 
     Parameters
     ----------
@@ -42,11 +43,11 @@ def init_timeseries_wf(*, high_pass: float = 1.0 / 128, discard_seconds: float =
     outputnode = pe.Node(niu.IdentityInterface(fields=["timeseries", "rois", "rows"]),
                          name="outputnode")
     denoise = pe.MapNode(Denoise(high_pass=high_pass), name="denoise",
-                         iterfield=["bold", "mask", "confounds", "t_r"])
+                         iterfield=["bold", "mask", "confounds", "events", "t_r"])
     series = pe.Node(ROITimeseries(discard_seconds=discard_seconds), name="roi_timeseries")
     workflow.connect([
         (inputnode, denoise, [("bold", "bold"), ("mask", "mask"), ("confounds", "confounds"),
-                              ("t_r", "t_r")]),
+                              ("events", "events"), ("t_r", "t_r")]),
         (inputnode, series, [("events", "events"), ("t_r", "t_r"), ("atlas", "atlas"),
                              ("atlas_labels", "atlas_labels")]),
         (denoise, series, [("out_file", "bold")]),
@@ -55,8 +56,9 @@ def init_timeseries_wf(*, high_pass: float = 1.0 / 128, discard_seconds: float =
     return workflow
 
 
-def init_align_wf(*, name: str = "align_wf") -> pe.Workflow:
-    """HRF-convolved frame activations of every (model, weights) at the compared scans.
+def init_align_wf(*, high_pass: float = 1.0 / 128, name: str = "align_wf") -> pe.Workflow:
+    """HRF-convolved frame activations of every (model, weights) at the compared scans, cleaned
+    as the BOLD (confounds, detrend, ``high_pass``).
 
     Inputs
     ------
@@ -64,21 +66,28 @@ def init_align_wf(*, name: str = "align_wf") -> pe.Workflow:
         Frame-level npz and JSON per (model, weights).
     rows : str
         JSON rows of the ROI time series.
+    confounds : list of str
+        fMRIPrep confounds per run.
 
     Outputs
     -------
     activations, activation_metas : list of str
         npz of (n_rows, n_units) per layer and JSON, per (model, weights), in input order.
+    slots : list of str
+        npz per (model, weights): every stimulus at every block slot (the randomization test's
+        features).
     """
     workflow = pe.Workflow(name=name)
     inputnode = pe.Node(niu.IdentityInterface(fields=["activations", "activation_metas",
-                                                      "rows"]), name="inputnode")
-    outputnode = pe.Node(niu.IdentityInterface(fields=["activations", "activation_metas"]),
-                         name="outputnode")
-    align = pe.MapNode(AlignFeatures(), name="align", iterfield=["activations", "meta"])
+                                                      "rows", "confounds"]), name="inputnode")
+    outputnode = pe.Node(niu.IdentityInterface(fields=["activations", "activation_metas",
+                                                       "slots"]), name="outputnode")
+    align = pe.MapNode(AlignFeatures(high_pass=high_pass), name="align",
+                       iterfield=["activations", "meta"])
     workflow.connect([
         (inputnode, align, [("activations", "activations"), ("activation_metas", "meta"),
-                            ("rows", "rows")]),
-        (align, outputnode, [("activations", "activations"), ("meta", "activation_metas")]),
+                            ("rows", "rows"), ("confounds", "confounds")]),
+        (align, outputnode, [("activations", "activations"), ("meta", "activation_metas"),
+                             ("slots", "slots")]),
     ])
     return workflow

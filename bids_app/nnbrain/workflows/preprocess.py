@@ -1,20 +1,20 @@
-"""Per-run denoising and single-trial GLM."""
+"""Single-trial GLM per run."""
 
 from __future__ import annotations
 
 from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 
-from nnbrain.interfaces.preprocess import Denoise, SingleTrialBetas
+from nnbrain.interfaces.preprocess import SingleTrialBetas
 
 
 def init_preprocess_wf(*, high_pass: float = 1.0 / 128, name: str = "preprocess_wf") -> pe.Workflow:
-    """Denoise every run (confounds, detrend, high-pass) and estimate single-trial betas.
+    """Single-trial betas of every run, confounds and cosine drifts in the same GLM.
 
     Parameters
     ----------
     high_pass : float
-        High-pass cutoff in Hz for denoising and the GLM drift model.
+        High-pass cutoff in Hz of the GLM's cosine drift model.
     name : str
 
     Inputs
@@ -35,15 +35,11 @@ def init_preprocess_wf(*, high_pass: float = 1.0 / 128, name: str = "preprocess_
     inputnode = pe.Node(niu.IdentityInterface(fields=["bold", "mask", "confounds", "events", "t_r"]),
                         name="inputnode")
     outputnode = pe.Node(niu.IdentityInterface(fields=["betas", "trials"]), name="outputnode")
-    denoise = pe.MapNode(Denoise(high_pass=high_pass), name="denoise",
-                         iterfield=["bold", "mask", "confounds", "t_r"])
     betas = pe.MapNode(SingleTrialBetas(high_pass=high_pass), name="betas",
-                       iterfield=["bold", "mask", "events", "t_r"])
+                       iterfield=["bold", "mask", "confounds", "events", "t_r"])
     workflow.connect([
-        (inputnode, denoise, [("bold", "bold"), ("mask", "mask"), ("confounds", "confounds"),
-                              ("t_r", "t_r")]),
-        (inputnode, betas, [("mask", "mask"), ("events", "events"), ("t_r", "t_r")]),
-        (denoise, betas, [("out_file", "bold")]),
+        (inputnode, betas, [("bold", "bold"), ("mask", "mask"), ("confounds", "confounds"),
+                            ("events", "events"), ("t_r", "t_r")]),
         (betas, outputnode, [("betas", "betas"), ("trials", "trials")]),
     ])
     return workflow

@@ -25,8 +25,8 @@ def init_similarity_wf(*, measures: tuple[Measure, ...], weight_sources: list[di
         Seed of the permutations (shared across the layers of a network: max-statistic FWE)
         and of the bootstrap samples over stimuli.
     continuous : bool
-        Rows are scans of a continuous design (input ``rows``): whole blocks are permuted and
-        resampled.
+        Rows are scans of a continuous design (inputs ``rows``, ``slots``): stimuli are
+        re-assigned to the block slots for the tests, whole blocks resampled for the CIs.
     name : str
 
     Inputs
@@ -35,8 +35,9 @@ def init_similarity_wf(*, measures: tuple[Measure, ...], weight_sources: list[di
         npz of ROI patterns.
     activations, activation_metas : list of str
         npz and JSON per (model, weights).
-    rows : str
-        ``continuous`` only: JSON rows of the ROI time series.
+    rows, slots : str, list of str
+        ``continuous`` only: JSON rows of the ROI time series, and every stimulus's features
+        at every block slot per (model, weights) (the randomization test).
 
     Outputs
     -------
@@ -46,7 +47,8 @@ def init_similarity_wf(*, measures: tuple[Measure, ...], weight_sources: list[di
         npz of ROI RDMs (keys ``<rdm method>/<ROI>``).
     """
     workflow = pe.Workflow(name=name)
-    fields = ["patterns", "activations", "activation_metas"] + (["rows"] if continuous else [])
+    fields = ["patterns", "activations", "activation_metas"] + (["rows", "slots"] if continuous
+                                                                 else [])
     inputnode = pe.Node(niu.IdentityInterface(fields=fields), name="inputnode")
     outputnode = pe.Node(niu.IdentityInterface(fields=["tables", "brain_rdms"]),
                          name="outputnode")
