@@ -80,8 +80,9 @@ def speech_cnn(n_mels: int = SPEECH_INPUT[0], context: int = SPEECH_INPUT[1],
 
     Frame-level activations of a continuous stimulus (one row per frame, as the study reads
     them out) come from one window per frame, centred on it, the signal's feature frames padded
-    with 5 zero frames at both ends. The study's "average activation within each feature map" is
-    ``channelmean`` pooling.
+    with 5 frames of silence (the log-mel floor, -100 dB) at both ends
+    (:func:`nnbrain.models.stimuli.frame_inputs`). The study's "average activation within each
+    feature map" is ``channelmean`` pooling.
     """
     from torch import nn
 
