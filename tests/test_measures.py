@@ -80,7 +80,10 @@ BAD = [
      "measures: a measure label becomes desc-<label> in file names: letters and digits only, "
      "got 'ck-a'"),
     ("label reserved for group", "measures:\n  ckaMean: {measure: cka}\n",
-     "measures.ckaMean: labels ending in 'Mean' are kept for the group tables "
+     "measures.ckaMean: labels ending in 'Mean' (any case) are kept for the group tables "
+     "(desc-<label>Mean); rename it"),
+    ("label clashing by case with a group table", "measures:\n  ckamean: {measure: cka}\n",
+     "measures.ckamean: labels ending in 'Mean' (any case) are kept for the group tables "
      "(desc-<label>Mean); rename it"),
     ("labels differing in case", "measures:\n  cka: {measure: cka}\n  CKA: {measure: cka}\n",
      "measures: 'cka' and 'CKA' differ only in case; file names must differ on every file "
@@ -142,3 +145,28 @@ def test_continuous_design_drops_or_refuses_rsa(tmp_path: Path) -> None:
                                "continuous design does not have; remove it (or use --design "
                                "event)")
     assert [m.label for m in load_measures(spec, models, "event")] == ["k", "r"]
+
+
+def test_nss_without_any_random_weights_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "w.pt").write_bytes(WEIGHTS.read_bytes())
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("""models:
+  - name: net
+    architecture: digitcnn
+    weights: [{label: trained, file: w.pt}]
+    layers: [conv1]
+measures:
+  k: {measure: cka}
+  s: {measure: nss}
+""")
+    with pytest.raises(DataError) as info:
+        load_measures(spec, load_model_spec(spec))
+    assert str(info.value) == (
+        f"{spec}: measures.s: the neural similarity score compares each network with its "
+        "random-init weights, and no model has any; add a random weights source (e.g. "
+        "{label: random, seeds: [1, 2]}) or drop the nss measure")
+    spec.write_text(spec.read_text().replace("  s: {measure: nss}\n", ""))
+    assert [m.label for m in load_measures(spec, load_model_spec(spec))] == ["k"]
+    spec.write_text(spec.read_text().split("measures:")[0])  # defaults: nss dropped
+    assert [m.label for m in load_measures(spec, load_model_spec(spec))] == ["rsa", "cka",
+                                                                            "ckarbf"]

@@ -74,7 +74,8 @@ class Measure:
             if self.kernel == "rbf":
                 out["Sigma"] = self.sigma
                 out["Bandwidth"] = ("exp(-d^2 / (2 sigma^2 median(d^2))), median over all "
-                                    "pairs of the rows compared (Kornblith et al. 2019 colab)")
+                                    "n x n entries of the rows compared, the zero diagonal "
+                                    "included (Kornblith et al. 2019 colab)")
             return out
         return {"CKA": self.cka, "Reference": self.reference or "every random-seed source"}
 
@@ -108,9 +109,9 @@ def _measure(label: str, entry: Mapping[str, Any], path: Path) -> Measure:
     if extra:
         raise DataError(f"measures.{label}: {extra[0]!r} does not apply to a {kind} measure; "
                         f"{kind} takes {', '.join(_KEYS[kind])}", path)
-    if label.endswith("Mean"):
-        raise DataError(f"measures.{label}: labels ending in 'Mean' are kept for the group "
-                        "tables (desc-<label>Mean); rename it", path)
+    if label.lower().endswith("mean"):
+        raise DataError(f"measures.{label}: labels ending in 'Mean' (any case) are kept for the "
+                        "group tables (desc-<label>Mean); rename it", path)
     values = {k: v for k, v in entry.items() if k != "measure"}
     if "estimator" in values:
         values["unbiased"] = values.pop("estimator") == "unbiased"
@@ -142,7 +143,7 @@ def measures_from_document(document: Mapping[str, Any], path: Path,
                         "continuous design does not have; remove it (or use --design event)",
                         path)
     ckas = [m.label for m in measures if m.kind == "cka"]
-    folded = {}
+    folded: dict[str, str] = {}
     for m in measures:
         if m.label.lower() in folded:
             raise DataError(f"measures: {folded[m.label.lower()]!r} and {m.label!r} differ only "
@@ -165,7 +166,8 @@ def measures_from_document(document: Mapping[str, Any], path: Path,
 def check_references(measures: tuple[Measure, ...], weights: Mapping[str, list[tuple[str, str,
                                                                                    str]]],
                      path: Path) -> None:
-    """Refuse an nss ``reference`` that names no random weights source of some model.
+    """Refuse an nss measure when no model has random weights, and an nss ``reference`` that
+    names no random weights source of some model.
 
     Parameters
     ----------
@@ -176,7 +178,14 @@ def check_references(measures: tuple[Measure, ...], weights: Mapping[str, list[t
         The spec file (for the message).
     """
     for m in measures:
-        if m.kind != "nss" or not m.reference:
+        if m.kind != "nss":
+            continue
+        if not any(kind == "random" for sources in weights.values() for _, _, kind in sources):
+            raise DataError(f"measures.{m.label}: the neural similarity score compares each "
+                            "network with its random-init weights, and no model has any; add "
+                            "a random weights source (e.g. {label: random, seeds: [1, 2]}) or "
+                            "drop the nss measure", path)
+        if not m.reference:
             continue
         for model, sources in weights.items():
             matches = [kind for label, group, kind in sources if m.reference in (label, group)]
@@ -198,7 +207,7 @@ def resolve_measures(measures: tuple[Measure, ...], n_permutations: int) -> tupl
                  else replace(m, permutations=n_permutations) for m in measures)
 
 
-def describe(measure: Measure) -> str:
+def describe(measure: Measure, design: str = "event") -> str:
     """One line on what a measure's tables hold (for ``descriptions.tsv``)."""
     if measure.kind == "rsa":
         return (f"representational similarity analysis: {measure.comparator} between layer and "
@@ -208,15 +217,16 @@ def describe(measure: Measure) -> str:
                 f"{'unbiased' if measure.unbiased else 'biased'} HSIC estimator")
         if measure.kernel == "rbf":
             text += f", bandwidth {measure.sigma:g} x median distance"
-        return text + ", row-permutation test"
+        return text + (", row-permutation test" if design == "event" else
+                       ", randomization test over stimulus-to-block assignments")
     return (f"neural similarity score of the desc-{measure.cka} CKA: z-scored CKA of a trained "
             "network minus that of its random-init baseline (eq. 3 of the 7T study)")
 
 
-def descriptions(measures: tuple[Measure, ...]) -> dict[str, str]:
+def descriptions(measures: tuple[Measure, ...], design: str = "event") -> dict[str, str]:
     """``desc`` label -> description of every participant and group table of the measures."""
     out: dict[str, str] = {}
     for m in measures:
-        out[m.label] = describe(m)
+        out[m.label] = describe(m, design)
         out[f"{m.label}Mean"] = f"subject mean of desc-{m.label}"
     return out

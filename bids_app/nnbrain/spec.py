@@ -785,6 +785,9 @@ def load_measures(path: Path, models: tuple[ModelSpec, ...],
         A continuous design has no stimulus RDMs: rsa measures are dropped from the defaults
         and refused when the spec lists them.
 
+    The default nss measure is dropped when no model has random-init weights; a listed one is
+    refused then.
+
     Raises
     ------
     DataError
@@ -795,6 +798,9 @@ def load_measures(path: Path, models: tuple[ModelSpec, ...],
     document = _parse(path)
     validate_document(document, path)
     measures = measures_from_document(document, path, design)
+    if document.get("measures") is None and not any(w.kind == "random" for m in models
+                                                    for w in m.weights):
+        measures = tuple(m for m in measures if m.kind != "nss")
     check_references(measures, {m.name: [(w.label, w.group or w.label, w.kind)
                                          for w in m.weights] for m in models}, path)
     return measures

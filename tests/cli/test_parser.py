@@ -43,7 +43,8 @@ def test_bids_app_form_parses_every_option(tmp_path: Path) -> None:
     (["in", "out", "participant", "--participant-label", "sub-0_1"], "is not a participant label"),
     (["in", "out", "participant", "--no-such-option"], "unrecognized arguments: --no-such-option"),
     (["in", "out", "participant", "--design", "blocked"], "invalid choice: 'blocked'"),
-    (["in", "out", "participant", "--discard-seconds", "-2"], "'-2' must be a number >= 0"),
+    (["in", "out", "participant", "--discard-seconds", "-2"], "'-2' must be a finite number >= 0"),
+    (["in", "out", "participant", "--discard-seconds", "nan"], "'nan' must be a finite number"),
     (["in", "out", "participant", "--device", "gpu"], "'gpu' is not a torch device; use cpu, "
                                                       "cuda or cuda:N"),
     (["list-layers"], "the following arguments are required: spec"),

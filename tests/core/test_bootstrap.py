@@ -340,7 +340,8 @@ def _cka_data(seed: int, n: int = 14):
 
 @pytest.mark.parametrize("kernel", ["linear", "rbf"])
 @pytest.mark.parametrize("unbiased", [True, False])
-def test_bootstrap_cka_equals_cka_of_the_distinct_drawn_stimuli(kernel, unbiased):
+def test_bootstrap_cka_equals_cka_of_the_drawn_stimuli(kernel, unbiased):
+    """Unbiased: the distinct drawn stimuli; biased: the sample as drawn, copies included."""
     from nnbrain.core.bootstrap import bootstrap_cka_stimuli
     from nnbrain.core.cka import cka
 
@@ -348,7 +349,8 @@ def test_bootstrap_cka_equals_cka_of_the_distinct_drawn_stimuli(kernel, unbiased
     boot = bootstrap_cka_stimuli(reference, candidates, kernel, unbiased, 0.8, 25, seed=3)
     rng = np.random.RandomState(3)
     for row in boot:
-        kept = np.unique(rng.randint(0, 14, size=14))
+        draw = rng.randint(0, 14, size=14)
+        kept = np.unique(draw) if unbiased else np.sort(draw)
         want = [cka(reference[kept], c[kept], kernel=kernel, unbiased=unbiased, sigma=0.8)
                 for c in candidates]
         np.testing.assert_allclose(row, want, rtol=0, atol=1e-10)

@@ -13,10 +13,16 @@ from nnbrain.core.hrf import features_to_scans
 from nnbrain.errors import DataError
 from nnbrain.interfaces.continuous import (
     ROITimeseries,
-    align_features,
+    played_features,
     read_blocks,
+    slot_features,
     zscore_scans,
 )
+
+
+def align_features(acts, meta, rows, confounds=None, high_pass=None):
+    """The features as played (the AlignFeatures output) for the tests."""
+    return played_features(*slot_features(acts, meta, rows, confounds, high_pass))
 
 
 def _events(path: Path, rows: list[tuple[float, float, str]]) -> Path:
@@ -121,8 +127,6 @@ def test_aligned_features_are_cleaned_like_the_bold() -> None:
 
 
 def test_slot_features_place_every_stimulus_at_every_slot() -> None:
-    from nnbrain.interfaces.continuous import slot_features
-
     rng = np.random.default_rng(5)
     acts = {"fc": rng.normal(size=(50, 2))}
     meta = {"stimuli": ["a.wav", "b.wav"], "FrameCounts": [30, 20], "FrameRate": 2.0}

@@ -335,8 +335,8 @@ def test_collect_stimuli_demo():
 
 
 def _mini_dataset(root: Path, events_text: str, stimuli: list[str]) -> Path:
-    (root / "stimuli").mkdir(parents=True)
     for name in stimuli:
+        (root / "stimuli" / name).parent.mkdir(parents=True, exist_ok=True)
         (root / "stimuli" / name).write_bytes(b"x")
     events = root / "events.tsv"
     events.write_text(events_text)
@@ -356,6 +356,16 @@ def test_collect_stimuli_missing_file(tmp_path):
         collect_stimuli(tmp_path, [events])
     assert info.value.path == tmp_path / "stimuli" / "gone.png"
     assert "gone.png" in str(info.value)
+
+
+def test_collect_stimuli_refuses_one_file_name_in_two_folders(tmp_path):
+    events = _mini_dataset(tmp_path, "onset\tduration\tstim_file\n0\t1\ta/x.wav\n2\t1\tb/x.wav\n",
+                           ["a/x.wav", "b/x.wav"])
+    with pytest.raises(DataError) as info:
+        collect_stimuli(tmp_path, [events])
+    assert "stim_file values 'a/x.wav' and 'b/x.wav' share the file name 'x.wav'" in str(
+        info.value)
+    assert info.value.path == events
 
 
 def test_collect_stimuli_no_column(tmp_path):

@@ -21,6 +21,7 @@ from nnbrain.errors import (
     EXIT_SUCCESS,
     BIDSValidationError,
     CantCreateError,
+    DataError,
     MissingInputError,
     NnbrainError,
     NoDataError,
@@ -201,7 +202,8 @@ def settings_from_args(args: Namespace) -> Settings:
         participant_label=tuple(dict.fromkeys(args.participant_label)), model_spec=model_spec,
         derivatives=derivatives, atlas=atlas,
         cache_dir=(args.cache_dir or work_dir / "activation_cache").resolve(), nprocs=args.nprocs,
-        omp_nthreads=args.omp_nthreads, mem_gb=args.mem_gb, device=_check_device(args.device),
+        omp_nthreads=args.omp_nthreads, mem_gb=args.mem_gb,
+        device=_check_device(args.device) if args.analysis_level == "participant" else "cpu",
         design=args.design, discard_seconds=args.discard_seconds,
         random_seed=args.random_seed,
         n_permutations=args.n_permutations, skip_bids_validation=args.skip_bids_validation,
@@ -375,7 +377,7 @@ def run_participant(settings: Settings) -> int:
     plan = _plan_participant(settings)
     _refuse_existing(settings, [f"sub-{s}" for s in plan.subjects])
     _check_output_writable(settings.output_dir)
-    log_dir = _start_run_logs(settings, plan.dataset_links, descriptions(plan.measures))
+    log_dir = _start_run_logs(settings, plan.dataset_links, descriptions(plan.measures, settings.design))
     spec_rel = _copy_spec(settings)
     staging = settings.work_dir / settings.run_uuid / "staging"
     staging.mkdir(parents=True, exist_ok=True)
@@ -393,6 +395,21 @@ def run_participant(settings: Settings) -> int:
     LOGGER.info("participant level done in %.1f s: %d files for %s in %s",
                 time.monotonic() - start, len(written), subjects, settings.output_dir)
     return EXIT_SUCCESS
+
+
+def _same_measure(label: str, tables: list) -> dict:
+    """The sidecar of a measure's participant tables; refuses tables made with different
+    measure parameters (exit 65), which the group level must not average together."""
+    sidecars = [json.loads(Path(f.path).with_suffix(".json").read_text()) for f in tables]
+    first = sidecars[0]
+    for f, sidecar in zip(tables[1:], sidecars[1:]):
+        for key in ("Measure", "Parameters", "PermutationTest", "Design"):
+            if sidecar.get(key) != first.get(key):
+                raise DataError(f"desc-{label}: {key} differs from that of {tables[0].path} "
+                                "(participants run with different measure settings); rerun them "
+                                "with one model spec and settings, or aggregate them separately "
+                                "with --participant-label", f.path)
+    return first
 
 
 def _group_inputs(layout, files: list, query: dict[str, Any], output_dir: Path) -> list:
@@ -416,7 +433,7 @@ def _group_inputs(layout, files: list, query: dict[str, Any], output_dir: Path) 
         by_desc.setdefault(f.entities["desc"], []).append(f)
     measures = []
     for label, group in by_desc.items():
-        sidecar = json.loads(Path(group[0].path).with_suffix(".json").read_text())
+        sidecar = _same_measure(label, group)
         roi_rdms: dict[str, list[str]] = {}
         if sidecar["Measure"] == "rsa":
             for rdm in sorted(layout.get(suffix="relmat", desc=sidecar["Parameters"]["RDM"],

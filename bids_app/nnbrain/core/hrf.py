@@ -178,7 +178,7 @@ def design_rows(onsets: list[np.ndarray], durations: list[np.ndarray],
     for r, (on, du, t) in enumerate(zip(onsets, durations, scan_times)):
         if len(on) == 0:
             continue
-        rows, block = block_rows(on, du, t, discard_s, length=length if length else None)
+        rows, block = block_rows(on, du, t, discard_s, length=length)
         runs.append(np.full(rows.size, r))
         scans.append(rows)
         blocks.append(block + first_block)

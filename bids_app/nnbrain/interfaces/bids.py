@@ -82,7 +82,8 @@ def _column_descriptions(kind: str, statistic: str, continuous: bool = False) ->
               if continuous else {"n_stimuli": "stimuli (rows) compared"})
     if kind == "nss":
         return {"statistic": statistic, "p_value": "n/a (no test for the score)",
-                "p_fwe": "n/a", "ci_low": "n/a", "ci_high": "n/a",
+                "p_fwe": "n/a", "ci_low": "n/a", "ci_high": "n/a", **counts,
+                "n_units": "units of the layer", "n_voxels": "voxels of the ROI",
                 "score_sd": "SD (ddof=0) of the score over random seeds",
                 "n_seeds": "number of random-init seeds"}
     return {"statistic": statistic,

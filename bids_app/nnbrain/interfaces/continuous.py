@@ -153,7 +153,8 @@ def slot_features(activations: dict[str, np.ndarray], meta: dict, rows: dict,
     scans of ``b``'s run and, with ``confounds`` and ``high_pass``, cleaned as the BOLD was
     (confounds regressed out, linear detrend, high-pass: :func:`clean_like_bold`), at the
     compared rows. All of this is linear, so the features of any assignment of stimuli to
-    slots are a sum over the slots (:func:`nnbrain.core.permutation.cka_assignment_test`).
+    slots are a sum over the slots (:func:`played_features`,
+    :func:`nnbrain.core.permutation.cka_assignment_test`).
 
     Parameters
     ----------
@@ -199,18 +200,9 @@ def slot_features(activations: dict[str, np.ndarray], meta: dict, rows: dict,
     return slots, played
 
 
-def align_features(activations: dict[str, np.ndarray], meta: dict, rows: dict,
-                   confounds: list[np.ndarray] | None = None, high_pass: float | None = None
-                   ) -> dict[str, np.ndarray]:
-    """Frame activations -> HRF-convolved features at the compared scans, cleaned as the BOLD:
-    the played assignment of :func:`slot_features` (same parameters).
-
-    Returns
-    -------
-    dict of str to array of shape (n_rows, n_units), float64
-        In the row order of the ROI time series.
-    """
-    slots, played = slot_features(activations, meta, rows, confounds, high_pass)
+def played_features(slots: dict[str, np.ndarray], played: np.ndarray) -> dict[str, np.ndarray]:
+    """The features of the design as played: per layer, the sum over slots of the played
+    stimulus's slot features, shape (n_rows, n_units) (see :func:`slot_features`)."""
     index = np.arange(played.size)
     return {layer: values[played, index].sum(axis=0) for layer, values in slots.items()}
 
@@ -264,10 +256,8 @@ class AlignFeatures(SimpleInterface):
         with np.load(self.inputs.activations) as npz:
             slots, played = slot_features({k: npz[k] for k in meta["layers"]}, meta, rows,
                                           confounds, self.inputs.high_pass)
-        index = np.arange(played.size)
         cwd = Path(runtime.cwd)
-        np.savez(cwd / "aligned.npz",
-                 **{layer: values[played, index].sum(axis=0) for layer, values in slots.items()})
+        np.savez(cwd / "aligned.npz", **played_features(slots, played))
         np.savez(cwd / "slots.npz", played=played, **slots)
         meta["Alignment"] = {"HRF": "glover", "HRFLengthSeconds": HRF_LENGTH_S,
                              "Sampling": "linear interpolation at scan onsets (t = i * TR)",

@@ -19,6 +19,8 @@ from nipype.interfaces.base import (
 from nnbrain.interfaces.bids import DerivativeWriter
 
 KEYS = ["model", "weights", "layer", "layer_name", "roi", "roi_name"]
+#: Bootstrap samples over participants for the CI of every subject mean.
+GROUP_BOOTSTRAP = 1000
 
 
 def subject_mean(table, n_bootstrap: int = 0, seed: int = 0, level: float = 0.95):
@@ -30,7 +32,7 @@ def subject_mean(table, n_bootstrap: int = 0, seed: int = 0, level: float = 0.95
         Participant rows with ``participant_id``, :data:`KEYS` and ``statistic``.
     n_bootstrap, seed : int
         Bootstrap samples of the participants for the percentile interval of the mean
-        (0: ``ci_low``/``ci_high`` are NaN).
+        (0, or fewer than 2 participants: ``ci_low``/``ci_high`` are NaN).
     level : float
         Coverage of the interval.
 
@@ -39,15 +41,16 @@ def subject_mean(table, n_bootstrap: int = 0, seed: int = 0, level: float = 0.95
     pandas.DataFrame with :data:`KEYS`, ``mean``, ``sd``, ``n_participants``, ``ci_low``,
     ``ci_high`` (one row per model, weights, layer and ROI, in first-seen order).
     """
+    import pandas as pd
+
     from nnbrain.core.bootstrap import bootstrap_subject_means, percentile_ci
 
     grouped = table.groupby(KEYS, sort=False)["statistic"]
     out = grouped.agg(mean="mean", sd="std", n_participants="count").reset_index()
     out["ci_low"] = out["ci_high"] = np.nan
-    if n_bootstrap:
-        wide = table.pivot_table(index="participant_id", columns=KEYS, values="statistic",
-                                 sort=False, dropna=False)
-        wide = wide.reindex(columns=list(out[KEYS].itertuples(index=False, name=None)))
+    if n_bootstrap and table["participant_id"].nunique() >= 2:
+        wide = table.set_index(["participant_id", *KEYS])["statistic"].unstack(KEYS)
+        wide = wide.reindex(columns=pd.MultiIndex.from_frame(out[KEYS]))
         low, high = percentile_ci(bootstrap_subject_means(wide.to_numpy(), n_bootstrap, seed),
                                   level)
         out["ci_low"], out["ci_high"] = low, high
@@ -124,7 +127,7 @@ class GroupSimilarity(SimpleInterface):
         base = Path(self.inputs.base_directory)
         label = self.inputs.label
         measure = dict(self.inputs.measure)
-        n_bootstrap = int(measure["Parameters"].get("BootstrapSamples") or 0)
+        n_bootstrap = GROUP_BOOTSTRAP
         ents = dict(self.inputs.entities)
         frames = []
         for subject, table in zip(self.inputs.subjects, self.inputs.tables):
@@ -135,7 +138,7 @@ class GroupSimilarity(SimpleInterface):
         mean = subject_mean(table, n_bootstrap, self.inputs.seed)
         mean_method = f"subject mean of the desc-{label} statistic (sd: ddof=1)"
         extra: dict = {}
-        if n_bootstrap:
+        if len(frames) >= 2:
             extra["ConfidenceInterval"] = {
                 "Level": 0.95, "Method": "percentile bootstrap over participants",
                 "Samples": n_bootstrap, "Seed": self.inputs.seed}

@@ -19,15 +19,27 @@ from nnbrain.core.roi import average_by_condition, roi_values
 
 
 def read_atlas_labels(tsv: Path) -> list[tuple[int, str]]:
-    """(index, name) rows of a BIDS dseg TSV (columns ``index`` and ``name``)."""
+    """(index, name) rows of a BIDS dseg TSV (columns ``index`` and ``name``); names must stay
+    distinct once made BIDS labels."""
     import pandas as pd
 
     from nnbrain.errors import DataError
 
+    from nnbrain.utils.bids import bids_label
+
     table = pd.read_csv(tsv, sep="\t")
     if not {"index", "name"} <= set(table.columns):
         raise DataError("atlas label table needs columns 'index' and 'name'", tsv)
-    return [(int(i), str(n)) for i, n in zip(table["index"], table["name"]) if int(i) != 0]
+    rows = [(int(i), str(n)) for i, n in zip(table["index"], table["name"]) if int(i) != 0]
+    seen: dict[str, str] = {}
+    for _, name in rows:
+        label = bids_label(name)
+        if label in seen:
+            raise DataError(f"ROI names {seen[label]!r} and {name!r} both become the label "
+                            f"{label!r} in file names (or repeat); rename one in the label "
+                            "table", tsv)
+        seen[label] = name
+    return rows
 
 
 class _ROIPatternsInputSpec(BaseInterfaceInputSpec):

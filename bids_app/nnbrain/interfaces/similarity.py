@@ -19,6 +19,7 @@ from nipype.interfaces.base import (
 
 from nnbrain.measures import Measure
 
+
 @dataclass(frozen=True)
 class ContinuousDesign:
     """What the tests of a continuous design need besides the rows' values."""
@@ -136,8 +137,9 @@ def similarity_tables(patterns: dict[str, np.ndarray], activations: list[tuple[d
     Returns
     -------
     dict of measure label to a list of row dictionaries (:data:`TABLE_COLUMNS`); ``ci_low`` and
-    ``ci_high`` bound the 95% percentile bootstrap interval over stimuli (NaN without
-    bootstrap). The row count column is ``n_stimuli``, or ``n_scans`` with ``blocks``.
+    ``ci_high`` bound the 95% percentile bootstrap interval over stimuli (blocks for a
+    continuous ``design``; NaN without bootstrap). The row count column is ``n_stimuli``, or
+    ``n_scans`` with a ``design``.
     """
     from nnbrain.core.bootstrap import percentile_ci
     from nnbrain.core.rdm import compute_rdm
@@ -279,8 +281,8 @@ class _SimilarityOutputSpec(TraitedSpec):
 
 
 class LayerROISimilarity(SimpleInterface):
-    """Every spec measure (RSA with Mantel tests, CKA with permutation tests and bootstrap CIs,
-    the neural similarity score) for every layer x ROI."""
+    """Every spec measure (RSA with Mantel tests, CKA with permutation or randomization tests
+    and bootstrap CIs, the neural similarity score) for every layer x ROI."""
 
     input_spec = _SimilarityInputSpec
     output_spec = _SimilarityOutputSpec

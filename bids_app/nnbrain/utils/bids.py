@@ -276,7 +276,8 @@ def collect_stimuli(bids_dir: Path, events_files: list[Path]) -> list[str]:
     Raises
     ------
     DataError
-        An events file has no ``stim_file`` column, or names a file of another type.
+        An events file has no ``stim_file`` column, names a file of another type, or two
+        stimuli in different folders share a file name.
     MissingInputError
         A named stimulus file does not exist (the message names the events file).
     """
@@ -290,8 +291,14 @@ def collect_stimuli(bids_dir: Path, events_files: list[Path]) -> list[str]:
                             "(path relative to stimuli/)", events)
         for name in table["stim_file"].dropna():
             named_in.setdefault(name, events)
+    by_file_name: dict[str, str] = {}
     for name in sorted(named_in):
         _check_stimulus(bids_dir, name, named_in[name])
+        other = by_file_name.setdefault(Path(name).name, name)
+        if other != name:
+            raise DataError(f"stim_file values {other!r} and {name!r} share the file name "
+                            f"{Path(name).name!r}; stimuli are identified by file name in the "
+                            "outputs, so rename one", named_in[name])
     return sorted(named_in)
 
 

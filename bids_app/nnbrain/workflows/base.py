@@ -66,14 +66,16 @@ def _measure_parameters(measure: Measure, seed: int, design: str = "event") -> d
         statistic = (f"{'unbiased' if measure.unbiased else 'biased'} {measure.kernel} CKA "
                      "between the ROI patterns and the layer activations")
         permuted = "rows (stimuli) of the ROI patterns"
-        resampled = ("stimuli with replacement; CKA over the distinct drawn stimuli (a copy "
-                     "adds only self-pairs); RBF bandwidth re-estimated per sample")
+        resampled = ("stimuli with replacement; unbiased estimator over the distinct drawn "
+                     "stimuli (a copy adds only self-pairs), biased estimator over the sample "
+                     "as drawn; RBF bandwidth re-estimated per sample")
         if design == "continuous":
             permuted = ("the assignment of stimuli to block slots (randomization test): the "
                         "features of each assignment recomputed (placed at the slots' onsets, "
                         "HRF-convolved, cleaned like the BOLD); rows and the BOLD untouched")
             resampled = ("stimulation blocks with replacement; CKA over the scans of the "
-                         "distinct drawn blocks; RBF bandwidth re-estimated per sample")
+                         "drawn blocks (distinct blocks for the unbiased estimator); RBF "
+                         "bandwidth re-estimated per sample")
     test = None
     if measure.permutations:
         test = {"NumberOfPermutations": measure.permutations, "Seed": seed,
