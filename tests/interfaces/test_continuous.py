@@ -9,15 +9,10 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from nnbrain.core.hrf import features_to_scans
+from nnbrain.core.hrf import clean_like_bold, features_to_scans, played_features, slot_features
+from nnbrain.core.roi import zscore_scans
 from nnbrain.errors import DataError
-from nnbrain.interfaces.continuous import (
-    ROITimeseries,
-    played_features,
-    read_blocks,
-    slot_features,
-    zscore_scans,
-)
+from nnbrain.interfaces.continuous import ROITimeseries, read_blocks
 
 
 def align_features(acts, meta, rows, confounds=None, high_pass=None):
@@ -108,8 +103,6 @@ def test_align_features_equals_hrf_regressors_at_the_kept_scans() -> None:
 def test_aligned_features_are_cleaned_like_the_bold() -> None:
     from nilearn.signal import clean
 
-    from nnbrain.interfaces.continuous import clean_like_bold
-
     rng = np.random.default_rng(2)
     acts = {"fc": rng.normal(size=(60, 2)) + 3}
     meta = {"stimuli": ["a.wav"], "FrameCounts": [60], "FrameRate": 2.0}
@@ -138,8 +131,6 @@ def test_slot_features_place_every_stimulus_at_every_slot() -> None:
     np.testing.assert_array_equal(played, [0, 1])  # stimuli in order of first play: b, a
     assert slots["fc"].shape == (2, 2, 4, 2)
     a_at_slot0 = features_to_scans([acts["fc"][:30]], [10.0], 2.0, np.arange(30) * 2.0)
-    from nnbrain.interfaces.continuous import clean_like_bold
-
     want = clean_like_bold(a_at_slot0, confounds[0], 2.0, 1 / 128)[[8, 9]]
     np.testing.assert_allclose(slots["fc"][1, 0, :2], want, atol=1e-12)
     assert np.all(slots["fc"][:, 0, 2:] == 0) and np.all(slots["fc"][:, 1, :2] == 0)

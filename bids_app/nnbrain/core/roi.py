@@ -45,3 +45,20 @@ def roi_values(data: np.ndarray, labels: np.ndarray, index: int) -> np.ndarray:
     array of shape (n_volumes, n_voxels_in_roi), voxels in C order
     """
     return np.asarray(data)[labels == index].T
+
+
+def zscore_scans(values: np.ndarray) -> np.ndarray:
+    """Each column z-scored over the scans (rows); constant columns become 0.
+
+    Parameters
+    ----------
+    values : array of shape (n_scans, n_voxels)
+
+    Returns
+    -------
+    array of shape (n_scans, n_voxels), float64
+    """
+    values = np.asarray(values, dtype=np.float64)
+    sd = values.std(axis=0)
+    return np.divide(values - values.mean(axis=0), sd, out=np.zeros_like(values),
+                     where=sd > 0)

@@ -16,7 +16,14 @@ from nipype.interfaces.base import (
     traits,
 )
 
-from nnbrain.core.hrf import HRF_LENGTH_S, block_response, design_rows, features_to_scans
+from nnbrain.core.hrf import (
+    HRF_LENGTH_S,
+    block_response,
+    design_rows,
+    played_features,
+    slot_features,
+)
+from nnbrain.core.roi import roi_values, zscore_scans
 from nnbrain.interfaces.roi import read_atlas_labels
 
 
@@ -55,23 +62,6 @@ def block_response_of(events_tsv: Path, n_scans: int, t_r: float) -> np.ndarray:
     return block_response(onsets, durations, np.arange(n_scans) * t_r)[:, None]
 
 
-def zscore_scans(values: np.ndarray) -> np.ndarray:
-    """Each column z-scored over the scans (rows); constant columns become 0.
-
-    Parameters
-    ----------
-    values : array of shape (n_scans, n_voxels)
-
-    Returns
-    -------
-    array of shape (n_scans, n_voxels), float64
-    """
-    values = np.asarray(values, dtype=np.float64)
-    sd = values.std(axis=0)
-    return np.divide(values - values.mean(axis=0), sd, out=np.zeros_like(values),
-                     where=sd > 0)
-
-
 class _ROITimeseriesInputSpec(BaseInterfaceInputSpec):
     bold = InputMultiObject(File(exists=True), mandatory=True, desc="denoised BOLD per run")
     events = InputMultiObject(File(exists=True), mandatory=True,
@@ -101,7 +91,6 @@ class ROITimeseries(SimpleInterface):
         import nibabel as nib
         from nilearn.image import resample_to_img
 
-        from nnbrain.core.roi import roi_values
         from nnbrain.errors import DataError
 
         images = [nib.load(f) for f in self.inputs.bold]
@@ -142,79 +131,6 @@ class ROITimeseries(SimpleInterface):
         self._results.update(timeseries=str(cwd / "timeseries.npz"), rois=str(cwd / "rois.json"),
                              rows=str(cwd / "rows.json"))
         return runtime
-
-
-def slot_features(activations: dict[str, np.ndarray], meta: dict, rows: dict,
-                  confounds: list[np.ndarray] | None = None, high_pass: float | None = None
-                  ) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """Every stimulus's frame activations as they would appear at every block slot.
-
-    Stimulus ``s`` placed at slot ``b``'s onset, convolved with the Glover HRF, sampled at the
-    scans of ``b``'s run and, with ``confounds`` and ``high_pass``, cleaned as the BOLD was
-    (confounds regressed out, linear detrend, high-pass: :func:`clean_like_bold`), at the
-    compared rows. All of this is linear, so the features of any assignment of stimuli to
-    slots are a sum over the slots (:func:`played_features`,
-    :func:`nnbrain.core.permutation.cka_assignment_test`).
-
-    Parameters
-    ----------
-    activations : dict of str to array of shape (n_frames_total, n_units)
-        Every stimulus's frames, stimulus after stimulus (``meta["FrameCounts"]``).
-    meta : dict
-        Activations provenance: ``stimuli``, ``FrameCounts``, ``FrameRate``.
-    rows : dict
-        :class:`ROITimeseries` rows (run, scan, blocks, n_scans, t_r).
-    confounds : list of arrays of shape (n_scans_r, n_confounds), optional
-        Per run, the confounds regressed out of the BOLD (with the block response).
-    high_pass : float, optional
-        The BOLD's high-pass cutoff (Hz).
-
-    Returns
-    -------
-    slots : dict of str to array of shape (n_played, n_slots, n_rows, n_units), float64
-        Per layer; stimuli in order of first play, zero outside the slot's run.
-    played : int array of shape (n_slots,)
-        The stimulus (index into the first axis) that played in each slot.
-    """
-    starts = np.concatenate([[0], np.cumsum(meta["FrameCounts"])])
-    where = {name: (starts[i], starts[i + 1]) for i, name in enumerate(meta["stimuli"])}
-    names = [Path(b["stim_file"]).name for b in rows["blocks"]]
-    stimuli = list(dict.fromkeys(names))
-    played = np.array([stimuli.index(n) for n in names])
-    run = np.asarray(rows["run"])
-    scan = np.asarray(rows["scan"])
-    slots = {layer: np.zeros((len(stimuli), len(names), run.size, acts.shape[1]))
-             for layer, acts in activations.items()}
-    for b, block in enumerate(rows["blocks"]):
-        r = block["run"]
-        kept = np.flatnonzero(run == r)
-        times = np.arange(rows["n_scans"][r]) * rows["t_r"][r]
-        for layer, acts in activations.items():
-            for s, name in enumerate(stimuli):
-                regressors = features_to_scans([np.asarray(acts[slice(*where[name])], np.float64)],
-                                               [block["onset"]], meta["FrameRate"], times)
-                if confounds is not None:
-                    regressors = clean_like_bold(regressors, confounds[r], rows["t_r"][r],
-                                                 high_pass)
-                slots[layer][s, b, kept] = regressors[scan[kept]]
-    return slots, played
-
-
-def played_features(slots: dict[str, np.ndarray], played: np.ndarray) -> dict[str, np.ndarray]:
-    """The features of the design as played: per layer, the sum over slots of the played
-    stimulus's slot features, shape (n_rows, n_units) (see :func:`slot_features`)."""
-    index = np.arange(played.size)
-    return {layer: values[played, index].sum(axis=0) for layer, values in slots.items()}
-
-
-def clean_like_bold(values: np.ndarray, confounds: np.ndarray, t_r: float,
-                    high_pass: float | None) -> np.ndarray:
-    """``values`` (n_scans, k) cleaned as :func:`~nnbrain.interfaces.preprocess.denoise`
-    cleans the BOLD: confounds regressed out, linear detrend, high-pass (nilearn)."""
-    from nilearn.signal import clean
-
-    return clean(values, detrend=True, standardize=None, confounds=confounds,
-                 high_pass=high_pass, t_r=t_r)
 
 
 class _AlignFeaturesInputSpec(BaseInterfaceInputSpec):
