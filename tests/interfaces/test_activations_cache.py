@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from conftest import DEMO
-from nnbrain.interfaces.activations import compute_activations, write_activations
+from conftest import DEMO, compute_activations
+from nnbrain.interfaces.activations import write_activations
 from nnbrain.spec import load_model_spec
 
 LAYERS = ["conv1", "conv2", "conv3", "fc1", "fc2"]

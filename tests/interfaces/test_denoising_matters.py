@@ -9,9 +9,8 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from conftest import DEMO
+from conftest import DEMO, compute_activations
 from nnbrain.core.cka import cka
-from nnbrain.interfaces.activations import compute_activations
 from nnbrain.interfaces.preprocess import denoise, select_confounds, single_trial_betas
 from nnbrain.spec import load_model_spec
 

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike
 
+from nnbrain.core.cka import center_gram, sq_distances_of_rows
 from nnbrain.core.compare import COMPARATORS, as_condensed, comparable_stacks
 from nnbrain.core.rdm import n_conditions
 
@@ -474,13 +475,7 @@ def bootstrap_cka_stimuli(
 
 def _raw_gram(x: np.ndarray, kernel: str) -> np.ndarray:
     """Linear Gram (x x^T) or squared distances of the rows as ``gram_rbf`` computes them: (n, n)."""
-    if kernel == "linear":
-        return x @ x.T
-    x = x - x.mean(axis=0)
-    sq_norms = np.einsum("ij,ij->i", x, x)
-    sq_distances = np.maximum(sq_norms[:, None] + sq_norms[None, :] - 2 * (x @ x.T), 0.0)
-    np.fill_diagonal(sq_distances, 0.0)
-    return sq_distances
+    return x @ x.T if kernel == "linear" else sq_distances_of_rows(x)
 
 
 def _cka_of_grams(grams: np.ndarray, kernel: str, unbiased: bool, sigma: float) -> np.ndarray:
@@ -492,31 +487,12 @@ def _cka_of_grams(grams: np.ndarray, kernel: str, unbiased: bool, sigma: float) 
         medians = np.median(grams.reshape(len(grams), -1), axis=1)
         with np.errstate(divide="ignore", invalid="ignore"):
             grams = np.exp(-grams / (2 * sigma ** 2 * medians[:, None, None]))
-    centered = _center_stack(grams, unbiased).reshape(len(grams), -1)
+    centered = center_gram(grams, unbiased).reshape(len(grams), -1)
     norms = np.linalg.norm(centered, axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):
         out = centered[1:] @ centered[0] / (norms[1:] * norms[0])
     out[~np.isfinite(out)] = np.nan
     return out
-
-
-def _center_stack(grams: np.ndarray, unbiased: bool) -> np.ndarray:
-    """:func:`nnbrain.core.cka.center_gram` of each of a stack (k, n, n) of symmetric Grams."""
-    grams = np.array(grams, dtype=np.float64, copy=True)
-    n = grams.shape[1]
-    diagonal = np.arange(n)
-    if unbiased:
-        grams[:, diagonal, diagonal] = 0.0
-        means = grams.sum(axis=1) / (n - 2)
-        means -= means.sum(axis=1, keepdims=True) / (2 * (n - 1))
-    else:
-        means = grams.mean(axis=1)
-        means -= means.mean(axis=1, keepdims=True) / 2
-    grams -= means[:, :, None]
-    grams -= means[:, None, :]
-    if unbiased:
-        grams[:, diagonal, diagonal] = 0.0
-    return grams
 
 
 def bootstrap_subject_means(values: ArrayLike, n_bootstrap: int = 1000, seed: int = 0

@@ -146,6 +146,26 @@ def gram_linear(x: np.ndarray) -> np.ndarray:
     return x @ x.T
 
 
+def sq_distances_of_rows(x: np.ndarray) -> np.ndarray:
+    """Squared Euclidean distances between the rows (centred first; exact zeros on the
+    diagonal, negatives from rounding clipped).
+
+    Parameters
+    ----------
+    x : array of shape (n_samples, n_features)
+
+    Returns
+    -------
+    array of shape (n_samples, n_samples), float64
+    """
+    x = np.asarray(x, dtype=np.float64)
+    x = x - x.mean(axis=0)
+    sq_norms = np.einsum("ij,ij->i", x, x)
+    sq_distances = np.maximum(sq_norms[:, None] + sq_norms[None, :] - 2 * (x @ x.T), 0.0)
+    np.fill_diagonal(sq_distances, 0.0)
+    return sq_distances
+
+
 def gram_rbf(x: np.ndarray, threshold: float = 1.0) -> np.ndarray:
     """RBF Gram matrix as in the colab: bandwidth^2 = threshold^2 * median squared distance.
 
@@ -162,18 +182,14 @@ def gram_rbf(x: np.ndarray, threshold: float = 1.0) -> np.ndarray:
     -------
     array of shape (n_samples, n_samples)
     """
-    x = np.asarray(x, dtype=np.float64)
-    x = x - x.mean(axis=0)
-    sq_norms = np.einsum("ij,ij->i", x, x)
-    sq_distances = np.maximum(sq_norms[:, None] + sq_norms[None, :] - 2 * (x @ x.T), 0.0)
-    np.fill_diagonal(sq_distances, 0.0)
+    sq_distances = sq_distances_of_rows(x)
     median = float(np.median(sq_distances))
     _check_median(median, "x")
     return np.exp(-sq_distances / (2 * threshold**2 * median))
 
 
 def center_gram(gram: np.ndarray, unbiased: bool = False) -> np.ndarray:
-    """Center a symmetric Gram matrix (a copy).
+    """Center a symmetric Gram matrix, or each of a stack of them (a copy).
 
     With ``unbiased=True`` the diagonal is zeroed and the U-statistic centering of
     Song et al. (2007) is applied, so that the Frobenius inner product of two centered
@@ -181,29 +197,29 @@ def center_gram(gram: np.ndarray, unbiased: bool = False) -> np.ndarray:
 
     Parameters
     ----------
-    gram : array of shape (n_samples, n_samples)
+    gram : array of shape (n_samples, n_samples) or (..., n_samples, n_samples)
     unbiased : bool
 
     Returns
     -------
-    array of shape (n_samples, n_samples)
+    array of the shape of ``gram``, float64
     """
     gram = np.array(gram, dtype=np.float64, copy=True)
-    n = gram.shape[0]
+    n = gram.shape[-1]
+    diagonal = np.arange(n)
     if unbiased:
         if n < 4:
             raise ValueError(f"the unbiased HSIC estimator needs n >= 4 samples, got {n}")
-        np.fill_diagonal(gram, 0.0)
-        means = gram.sum(axis=0) / (n - 2)
-        means -= means.sum() / (2 * (n - 1))
-        gram -= means[:, None]
-        gram -= means[None, :]
-        np.fill_diagonal(gram, 0.0)
+        gram[..., diagonal, diagonal] = 0.0
+        means = gram.sum(axis=-2) / (n - 2)
+        means -= means.sum(axis=-1, keepdims=True) / (2 * (n - 1))
     else:
-        means = gram.mean(axis=0)
-        means -= means.mean() / 2
-        gram -= means[:, None]
-        gram -= means[None, :]
+        means = gram.mean(axis=-2)
+        means -= means.mean(axis=-1, keepdims=True) / 2
+    gram -= means[..., :, None]
+    gram -= means[..., None, :]
+    if unbiased:
+        gram[..., diagonal, diagonal] = 0.0
     return gram
 
 

@@ -232,18 +232,23 @@ def slot_features(activations: dict[str, np.ndarray], meta: dict, rows: dict,
     scan = np.asarray(rows["scan"])
     slots = {layer: np.zeros((len(stimuli), len(names), run.size, acts.shape[1]))
              for layer, acts in activations.items()}
+    operators = {}
     for b, block in enumerate(rows["blocks"]):
         r = block["run"]
         kept = np.flatnonzero(run == r)
         times = np.arange(rows["n_scans"][r]) * rows["t_r"][r]
+        if r not in operators:
+            # cleaning is linear: its matrix, applied to the identity once per run, cleans
+            # every regressor (nilearn's filter runs column by column, far slower)
+            identity = np.eye(times.size)
+            matrix = (identity if confounds is None
+                      else clean_like_bold(identity, confounds[r], rows["t_r"][r], high_pass))
+            operators[r] = matrix[scan[kept]]
         for layer, acts in activations.items():
             for s, name in enumerate(stimuli):
                 regressors = features_to_scans([np.asarray(acts[slice(*where[name])], np.float64)],
                                                [block["onset"]], meta["FrameRate"], times)
-                if confounds is not None:
-                    regressors = clean_like_bold(regressors, confounds[r], rows["t_r"][r],
-                                                 high_pass)
-                slots[layer][s, b, kept] = regressors[scan[kept]]
+                slots[layer][s, b, kept] = operators[r] @ regressors
     return slots, played
 
 

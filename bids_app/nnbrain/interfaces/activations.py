@@ -272,25 +272,6 @@ def frame_provenance(stimuli: list[Path], model_spec: dict) -> dict:
             "FrameCounts": [-(-audio_features(p, settings).shape[1] // step) for p in stimuli]}
 
 
-def compute_activations(model_spec: dict, weights: dict, stimuli: list[Path],
-                        n_threads: int, cache_dir: Path | None = None,
-                        allow_custom_code: bool = False
-                        ) -> tuple[dict[str, np.ndarray], dict]:
-    """:func:`write_activations` into a temporary file, read back into memory (small cases).
-
-    Returns
-    -------
-    activations : dict of str to array of shape (n_stimuli, n_units), float32
-    provenance : dict
-    """
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "activations.npz"
-        provenance = write_activations(model_spec, weights, stimuli, out, n_threads=n_threads,
-                                       cache_dir=cache_dir, allow_custom_code=allow_custom_code)
-        with np.load(out) as npz:
-            return {layer: npz[layer] for layer in model_spec["layers"]}, provenance
-
-
 class _ExtractActivationsInputSpec(BaseInterfaceInputSpec):
     model_spec = traits.Dict(mandatory=True, desc="ModelSpec.to_dict() of one network")
     weights = traits.Dict(mandatory=True, desc="WeightsSource.to_dict() of one weight source")
